@@ -1,0 +1,38 @@
+# es — PGXS build.  `make && make install`; tests: bash tests/run.sh
+EXTENSION = es
+EXTVERSION = 0.1.0
+
+MODULE_big = es
+OBJS = \
+	src/es.o \
+	src/catalog.o \
+	src/append.o \
+	src/read.o \
+	src/immutable.o
+
+# The install script for the current version is generated from one source;
+# upgrade scripts (sql/es--A--B.sql) are shipped as written.
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*--*.sql))
+
+# Regression tests: every sql/NNN_topic.sql, in order.
+TESTS = $(sort $(wildcard sql/[0-9][0-9][0-9]_*.sql))
+REGRESS = $(patsubst sql/%.sql,%,$(TESTS))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+
+EXTRA_CLEAN = tests/stress/es_stress
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+ifdef ES_WERROR
+PG_CFLAGS += -Werror
+endif
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+$(OBJS): src/es.h src/errcodes.h src/compat.h

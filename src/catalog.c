@@ -1,0 +1,170 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Where the extension's objects live, and the SPI plans kept over them.
+ *
+ * Every SQL statement es runs names our objects schema-qualified, so that a
+ * caller's search_path can neither break nor hijack it.  The schema is the
+ * one the called function lives in (the extension is not relocatable, so
+ * all of its objects share it).  The lookup is cached per backend in
+ * TopMemoryContext and forgotten when a relcache invalidation names one of
+ * our relations or a namespace changes; kept plans notice through the
+ * catalog's generation number and are prepared again.
+ *
+ * Locks: none beyond the catalog lookups themselves.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "es.h"
+
+static EsCatalog catalog;
+static bool catalog_valid = false;
+static bool callbacks_registered = false;
+
+static void
+InvalidateCatalogForRelation(Datum arg, Oid relid)
+{
+	if (!catalog_valid)
+		return;
+	if (relid == InvalidOid ||
+		relid == catalog.events_relid ||
+		relid == catalog.streams_relid ||
+		relid == catalog.position_seqid)
+		catalog_valid = false;
+}
+
+static void
+InvalidateCatalogForNamespace(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_valid = false;
+}
+
+static Oid
+LookupRelation(const char *relname, Oid schema_oid)
+{
+	Oid			relid = get_relname_relid(relname, schema_oid);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" of extension \"es\" does not exist",
+						get_namespace_name(schema_oid), relname),
+				 errhint("Reinstall the extension with DROP EXTENSION es and CREATE EXTENSION es.")));
+	return relid;
+}
+
+/*
+ * EsCatalogGet
+ *		The extension's schema and relations, as seen from the function that
+ *		fcinfo describes (which must be one of ours).
+ */
+const EsCatalog *
+EsCatalogGet(FunctionCallInfo fcinfo)
+{
+	Oid			schema_oid;
+	char	   *schema_name;
+
+	if (catalog_valid)
+		return &catalog;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(InvalidateCatalogForRelation, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, InvalidateCatalogForNamespace,
+									  (Datum) 0);
+		callbacks_registered = true;
+	}
+
+	schema_oid = get_func_namespace(fcinfo->flinfo->fn_oid);
+	schema_name = get_namespace_name(schema_oid);
+	if (schema_name == NULL)
+		elog(ERROR, "cache lookup failed for namespace %u", schema_oid);
+
+	if (catalog.schema_quoted)
+		pfree(catalog.schema_quoted);
+	catalog.schema_oid = schema_oid;
+	catalog.schema_quoted = MemoryContextStrdup(TopMemoryContext,
+												quote_identifier(schema_name));
+	catalog.events_relid = LookupRelation("es_events", schema_oid);
+	catalog.streams_relid = LookupRelation("es_streams", schema_oid);
+	catalog.position_seqid = LookupRelation("es_events_global_position_seq",
+											schema_oid);
+	catalog.generation++;
+
+	/*
+	 * An invalidation that arrived during the lookups above was about the
+	 * old state; what we just read is current.
+	 */
+	catalog_valid = true;
+	return &catalog;
+}
+
+/*
+ * ExpandSchema
+ *		The statement text with every @extschema@ replaced by our schema.
+ */
+static char *
+ExpandSchema(const char *sql, const char *schema_quoted)
+{
+	StringInfoData buf;
+	const char *p = sql;
+	const char *hit;
+
+	initStringInfo(&buf);
+	while ((hit = strstr(p, "@extschema@")) != NULL)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, schema_quoted);
+		p = hit + strlen("@extschema@");
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * EsPlanGet
+ *		The kept SPI plan of a statement, prepared on first use and again
+ *		whenever the catalog changed or PostgreSQL says it is no longer valid.
+ *		Must be called while connected to SPI.
+ */
+SPIPlanPtr
+EsPlanGet(EsPlan *plan, const EsCatalog *cat)
+{
+	if (plan->plan != NULL &&
+		plan->generation == cat->generation &&
+		SPI_plan_is_valid(plan->plan))
+		return plan->plan;
+
+	if (plan->plan != NULL)
+	{
+		SPI_freeplan(plan->plan);
+		plan->plan = NULL;
+	}
+
+	{
+		char	   *sql = ExpandSchema(plan->sql, cat->schema_quoted);
+		SPIPlanPtr	prepared;
+
+		prepared = SPI_prepare(sql, plan->nargs, plan->argtypes);
+		if (prepared == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(prepared) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		pfree(sql);
+		plan->plan = prepared;
+		plan->generation = cat->generation;
+	}
+	return plan->plan;
+}

@@ -1,0 +1,61 @@
+/*-------------------------------------------------------------------------
+ *
+ * es.h
+ *	  Declarations shared by the C files of the es extension.
+ *
+ * Each .c file owns one concern; this header lists what one file offers
+ * the others.  SQL-callable functions are declared by PG_FUNCTION_INFO_V1
+ * in their own file and do not appear here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ES_H
+#define ES_H
+
+#include "fmgr.h"
+#include "executor/spi.h"
+
+#include "compat.h"
+#include "errcodes.h"
+
+/* es.c: settings */
+extern int	es_max_event_size;
+
+/*
+ * catalog.c: where the extension's objects are, and SPI plans over them.
+ *
+ * The catalog is looked up once per backend and forgotten when any of our
+ * relations or schemas is invalidated (DROP/CREATE EXTENSION, ALTER
+ * EXTENSION SET SCHEMA, DDL on our tables).
+ */
+typedef struct EsCatalog
+{
+	Oid			schema_oid;
+	char	   *schema_quoted;	/* quote_identifier()'d schema name */
+	Oid			events_relid;
+	Oid			streams_relid;
+	Oid			position_seqid; /* es_events_global_position_seq */
+	uint64		generation;		/* changes whenever the lookup is redone */
+} EsCatalog;
+
+extern const EsCatalog *EsCatalogGet(FunctionCallInfo fcinfo);
+
+/*
+ * A statement kept prepared across calls.  Its text names the extension's
+ * schema as @extschema@, like the install script does; the plan is rebuilt
+ * whenever the catalog is.  Define one as a static with the text, the
+ * argument count and types filled in.
+ */
+#define ES_MAX_PLAN_ARGS 12
+typedef struct EsPlan
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[ES_MAX_PLAN_ARGS];
+	SPIPlanPtr	plan;
+	uint64		generation;
+} EsPlan;
+
+extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
+
+#endif							/* ES_H */
