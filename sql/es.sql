@@ -86,7 +86,7 @@ AS 'MODULE_PATHNAME', 'es_events_immutable'
 LANGUAGE C VOLATILE PARALLEL SAFE;
 
 COMMENT ON FUNCTION @extschema@.es_events_immutable() IS
-    'Trigger function: refuses UPDATE, DELETE and TRUNCATE of es_events (SQLSTATE SE405)';
+    'Trigger function: refuses UPDATE, DELETE and TRUNCATE of stored events (SQLSTATE SE405)';
 
 CREATE TRIGGER es_events_immutable
     BEFORE UPDATE OR DELETE ON @extschema@.es_events
@@ -96,6 +96,17 @@ CREATE TRIGGER es_events_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_events_immutable();
 ALTER TABLE @extschema@.es_events ENABLE ALWAYS TRIGGER es_events_immutable;
 ALTER TABLE @extschema@.es_events ENABLE ALWAYS TRIGGER es_events_no_truncate;
+
+-- es_streams is derived from es_events (es_append updates its versions); a
+-- deleted row would let a stream start over at version 1.
+CREATE TRIGGER es_streams_no_delete
+    BEFORE DELETE ON @extschema@.es_streams
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_events_immutable();
+CREATE TRIGGER es_streams_no_truncate
+    BEFORE TRUNCATE ON @extschema@.es_streams
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_events_immutable();
+ALTER TABLE @extschema@.es_streams ENABLE ALWAYS TRIGGER es_streams_no_delete;
+ALTER TABLE @extschema@.es_streams ENABLE ALWAYS TRIGGER es_streams_no_truncate;
 
 /*
  * Append

@@ -37,6 +37,7 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -95,12 +96,6 @@ static EsPlan upsert_stream_plan = {
 	2, {TEXTOID, INT8OID}
 };
 
-static EsPlan stream_version_plan = {
-	"SELECT version FROM @extschema@.es_streams "
-	"WHERE stream_id OPERATOR(pg_catalog.=) $1",
-	1, {TEXTOID}
-};
-
 static EsPlan stored_ids_plan = {
 	"SELECT event_id, stream_id, version FROM @extschema@.es_events "
 	"WHERE event_id OPERATOR(pg_catalog.=) ANY ($1)",
@@ -143,6 +138,18 @@ WhereInBatch(int batch_index)
 	return psprintf("batch element %d: ", batch_index);
 }
 
+/*
+ * How a part of an event is called in messages: the argument's name in the
+ * single form, the member's name (and the element's index) in a batch.
+ */
+static const char *
+ArgumentName(const char *argument, const char *member, int batch_index)
+{
+	if (batch_index == SINGLE_EVENT)
+		return argument;
+	return psprintf("batch element %d: \"%s\"", batch_index, member);
+}
+
 static void
 ValidateStreamId(text *stream_id)
 {
@@ -158,7 +165,7 @@ ValidateEventType(text *event_type, int batch_index)
 	if (VARSIZE_ANY_EXHDR(event_type) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%sevent type must not be empty", WhereInBatch(batch_index))));
+				 errmsg("%s must not be empty", ArgumentName("event_type", "type", batch_index))));
 }
 
 static const char *
@@ -181,7 +188,7 @@ ValidateData(Jsonb *data, int batch_index)
 	if (!JB_ROOT_IS_OBJECT(data) || JB_ROOT_IS_SCALAR(data))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%sevent data must be a JSON object", WhereInBatch(batch_index)),
+				 errmsg("%s must be a JSON object", ArgumentName("data", "data", batch_index)),
 				 errdetail("The data is a JSON %s.", JsonbRootTypeName(data))));
 }
 
@@ -191,8 +198,8 @@ ValidateMetadata(Jsonb *metadata, int batch_index)
 	if (!JB_ROOT_IS_OBJECT(metadata) || JB_ROOT_IS_SCALAR(metadata))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%sevent metadata must be a JSON object or NULL",
-						WhereInBatch(batch_index)),
+				 errmsg("%s must be a JSON object or NULL",
+						ArgumentName("metadata", "metadata", batch_index)),
 				 errdetail("The metadata is a JSON %s.", JsonbRootTypeName(metadata))));
 }
 
@@ -376,7 +383,7 @@ ParseBatchElement(JsonbValue *element, int index, NewEvent *event)
 			if (event->data == NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("batch element %d: event data must be a JSON object", index),
+						 errmsg("batch element %d: \"data\" must be a JSON object", index),
 						 errdetail("The data is a JSON %s.", MemberTypeName(&value))));
 			have_data = true;
 		}
@@ -387,7 +394,7 @@ ParseBatchElement(JsonbValue *element, int index, NewEvent *event)
 			else if ((event->metadata = ObjectMember(&value)) == NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("batch element %d: event metadata must be a JSON object or NULL", index),
+						 errmsg("batch element %d: \"metadata\" must be a JSON object or NULL", index),
 						 errdetail("The metadata is a JSON %s.", MemberTypeName(&value))));
 		}
 		else if (strcmp(name, "id") == 0)
@@ -491,8 +498,10 @@ CheckStoredIds(const EsCatalog *cat, text *stream_id, bool expected_is_null,
 	int			nids = 0;
 	Datum		arg;
 	int			ret;
-	int64		base = -1;
-	int			matched = 0;
+	char	  **stored_stream;
+	int64	   *stored_version;
+	int			nstored = 0;
+	int64		base = 0;
 	char	   *stream = text_to_cstring(stream_id);
 
 	ids = palloc(sizeof(Datum) * count);
@@ -510,61 +519,57 @@ CheckStoredIds(const EsCatalog *cat, text *stream_id, bool expected_is_null,
 	if (SPI_processed == 0)
 		return false;
 
+	/* Where each of our events is stored, if it is. */
+	stored_stream = palloc0(sizeof(char *) * count);
+	stored_version = palloc0(sizeof(int64) * count);
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[row];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(tuple, desc, 1, &isnull));
-		char	   *stored_stream = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
-		int64		stored_version = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
-		int			index = -1;
-		bool		fits;
 
-		for (int i = 0; i < count; i++)
-			if (events[i].event_id_given &&
-				memcmp(events[i].event_id.data, id->data, UUID_LEN) == 0)
-				index = i;
-		Assert(index >= 0);
-
-		/* base: the version the stream had before the original append */
-		if (base < 0)
-			base = stored_version - index - 1;
-		fits = strcmp(stored_stream, stream) == 0 &&
-			stored_version == base + index + 1 &&
-			(expected_is_null || expected_version == -1 || base == expected_version);
-		if (!fits)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("event id %s is already stored", UuidText(id)),
-					 errdetail("It is version " INT64_FORMAT " of stream \"%s\". "
-							   "An append counts as a retry only when all of its event ids are stored in its stream, in order, right after the expected version.",
-							   stored_version, stored_stream)));
-		matched++;
-	}
-
-	if (matched != count)
-	{
-		/* Some are stored as a retry would have them, but not all. */
 		for (int i = 0; i < count; i++)
 		{
-			bool		stored = false;
-
-			for (uint64 row = 0; row < SPI_processed && !stored; row++)
+			if (events[i].event_id_given &&
+				memcmp(events[i].event_id.data, id->data, UUID_LEN) == 0)
 			{
-				bool		isnull;
-				pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[row],
-															 SPI_tuptable->tupdesc, 1, &isnull));
-
-				stored = memcmp(events[i].event_id.data, id->data, UUID_LEN) == 0;
+				stored_stream[i] = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
+				stored_version[i] = DatumGetInt64(SPI_getbinval(tuple, desc, 3, &isnull));
+				nstored++;
+				break;
 			}
-			if (stored)
+		}
+	}
+
+	/*
+	 * In batch order: the first stored event fixes the version the stream
+	 * had before the original append (base); every event must then be
+	 * stored right where the original append put it.
+	 */
+	for (int i = 0; i < count; i++)
+	{
+		if (stored_stream[i] == NULL)
+			continue;
+		if (i == 0 || nstored < count)
+		{
+			base = stored_version[i] - i - 1;
+			if (nstored < count)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNIQUE_VIOLATION),
 						 errmsg("event id %s is already stored", UuidText(&events[i].event_id)),
-						 errdetail("The batch is a partial match of an earlier append to stream \"%s\": " INT64_FORMAT " of its %d events are stored.",
-								   stream, (int64) matched, count)));
+						 errdetail("It is version " INT64_FORMAT " of stream \"%s\", and %d of the %d events appended now are not stored: this is not a retry of an earlier append.",
+								   stored_version[i], stored_stream[i], count - nstored, count)));
 		}
+		if (strcmp(stored_stream[i], stream) != 0 ||
+			stored_version[i] != base + i + 1 ||
+			!(expected_is_null || expected_version == -1 || base == expected_version))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("event id %s is already stored", UuidText(&events[i].event_id)),
+					 errdetail("It is version " INT64_FORMAT " of stream \"%s\". "
+							   "An append is a retry only when all of its event ids are stored in its stream, in order, right after the expected version.",
+							   stored_version[i], stored_stream[i])));
 	}
 
 	*version = base + count;
@@ -574,22 +579,6 @@ CheckStoredIds(const EsCatalog *cat, text *stream_id, bool expected_is_null,
 /*
  * The expected-version check
  */
-
-static int64
-CurrentStreamVersion(const EsCatalog *cat, text *stream_id)
-{
-	Datum		arg = PointerGetDatum(stream_id);
-	int			ret;
-	bool		isnull;
-
-	ret = SPI_execute_plan(EsPlanGet(&stream_version_plan, cat), &arg, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "reading the stream version failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		return 0;
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   1, &isnull));
-}
 
 /*
  * AdvanceStream
@@ -739,6 +728,10 @@ AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
 	bool		ids_given = false;
 	int64		new_version;
 
+	/* Say so in our own words, before any statement fails on it. */
+	PreventCommandIfReadOnly("es_append()");
+	PreventCommandDuringRecovery("es_append()");
+
 	for (int i = 0; i < count; i++)
 		ids_given |= events[i].event_id_given;
 
@@ -770,7 +763,7 @@ AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
 			return new_version;
 		}
 		ReportWrongExpectedVersion(stream_id, expected_version,
-								   CurrentStreamVersion(cat, stream_id));
+								   EsStreamVersion(cat, stream_id, false));
 	}
 
 	InsertEvents(cat, stream_id, new_version - count + 1, events, count);
@@ -801,7 +794,7 @@ es_append(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event data must not be NULL"),
+				 errmsg("data must not be NULL"),
 				 errhint("Use an empty JSON object for an event without data.")));
 
 	stream_id = PG_GETARG_TEXT_PP(0);

@@ -58,4 +58,8 @@ typedef struct EsPlan
 
 extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 
+/* read.c */
+extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,
+							 bool read_only);
+
 #endif							/* ES_H */

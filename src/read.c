@@ -211,28 +211,41 @@ es_read_backward(PG_FUNCTION_ARGS)
 }
 
 /*
+ * EsStreamVersion
+ *		A stream's current version, 0 when it does not exist.  read_only
+ *		reads with the caller's snapshot; otherwise (inside a volatile
+ *		function, READ COMMITTED) with a fresh one.  Must be called while
+ *		connected to SPI.
+ */
+int64
+EsStreamVersion(const EsCatalog *cat, text *stream_id, bool read_only)
+{
+	Datum		arg = PointerGetDatum(stream_id);
+	int			ret;
+	bool		isnull;
+
+	ret = SPI_execute_plan(EsPlanGet(&stream_version_plan, cat), &arg, NULL,
+						   read_only, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading the stream version failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return 0;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * es_stream_version(stream_id text) RETURNS bigint
- *		The stream's current version; 0 when it does not exist.
  */
 Datum
 es_stream_version(PG_FUNCTION_ARGS)
 {
-	Datum		arg = PointerGetDatum(StreamIdArgument(fcinfo));
+	text	   *stream_id = StreamIdArgument(fcinfo);
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
-	int64		version = 0;
-	int			ret;
+	int64		version;
 
 	SPI_connect();
-	ret = SPI_execute_plan(EsPlanGet(&stream_version_plan, cat), &arg, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "reading the stream version failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-
-		version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											  SPI_tuptable->tupdesc, 1, &isnull));
-	}
+	version = EsStreamVersion(cat, stream_id, true);
 	SPI_finish();
 	PG_RETURN_INT64(version);
 }

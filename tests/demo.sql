@@ -1,0 +1,79 @@
+-- The es demo: a bank account, event-sourced inside PostgreSQL.
+-- Run by tests/demo.sh on a throwaway cluster; safe to read top to bottom.
+\set ON_ERROR_STOP 1
+\pset footer off
+SET client_min_messages = notice;
+
+\echo
+\echo '== 1. Install the extension'
+CREATE EXTENSION es;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'es';
+
+\echo '== 2. Open Alice''s account with 100 (expected version 0: the stream must be new)'
+SELECT es_append('account-alice', 0, 'AccountOpened',
+                 '{"owner": "Alice", "initial_balance": 100}') AS new_version;
+
+\echo '== 3. Deposit 50, then withdraw 30 (each append names the version it decided on)'
+SELECT es_append('account-alice', 1, 'Deposited', '{"amount": 50}') AS new_version;
+SELECT es_append('account-alice', 2, 'Withdrawn', '{"amount": 30}',
+                 '{"teller": "ATM 7"}') AS new_version;
+
+\echo '== 4. The stream, as stored'
+SELECT version, event_type, data, metadata FROM es_read('account-alice');
+
+\echo '== 5. Replay the stream: the balance is a left fold over the events'
+SELECT sum(CASE event_type
+             WHEN 'AccountOpened' THEN (data->>'initial_balance')::numeric
+             WHEN 'Deposited'     THEN (data->>'amount')::numeric
+             WHEN 'Withdrawn'     THEN -(data->>'amount')::numeric
+           END) AS balance,
+       max(version) AS at_version
+FROM es_read('account-alice');
+
+\echo '== 6. Two writers: Bob''s app read version 3 and decided on a withdrawal of 80;'
+\echo '      meanwhile Carol''s app appends a withdrawal of 50 at version 3.'
+SELECT es_append('account-alice', 3, 'Withdrawn', '{"amount": 50, "by": "Carol"}') AS carol_new_version;
+
+\echo '   Bob appends with his stale expected version 3:'
+DO $$
+DECLARE
+    detail text;
+BEGIN
+    PERFORM es_append('account-alice', 3, 'Withdrawn', '{"amount": 80, "by": "Bob"}');
+    RAISE EXCEPTION 'demo broken: a stale append succeeded';
+EXCEPTION WHEN SQLSTATE 'SE409' THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'Bob gets SQLSTATE SE409: % (%)', SQLERRM, detail;
+END
+$$;
+
+\echo '   Bob re-reads (balance 70 at version 4), decides again (70 >= 60 is fine), appends at 4:'
+SELECT es_stream_version('account-alice') AS current_version;
+SELECT es_append('account-alice', 4, 'Withdrawn', '{"amount": 60, "by": "Bob"}') AS bob_new_version;
+
+\echo '== 7. Stored events are immutable: rewriting history is refused (SQLSTATE SE405)'
+DO $$
+BEGIN
+    UPDATE es_events SET data = '{"amount": 1000000}' WHERE stream_id = 'account-alice' AND version = 2;
+    RAISE EXCEPTION 'demo broken: an event was updated';
+EXCEPTION WHEN SQLSTATE 'SE405' THEN
+    RAISE NOTICE 'UPDATE refused, SQLSTATE SE405: %', SQLERRM;
+END
+$$;
+
+\echo '== 8. A retry with the same event id is idempotent: same answer, nothing written twice'
+SELECT es_append('account-alice', 5, 'Deposited', '{"amount": 10}', NULL,
+                 '6f1c2a4e-0000-4000-8000-000000000001') AS first_call,
+       es_append('account-alice', 5, 'Deposited', '{"amount": 10}', NULL,
+                 '6f1c2a4e-0000-4000-8000-000000000001') AS retry;
+
+\echo '== 9. Final state'
+SELECT version, event_type, data->>'amount' AS amount, data->>'by' AS by
+FROM es_read('account-alice');
+SELECT sum(CASE event_type
+             WHEN 'AccountOpened' THEN (data->>'initial_balance')::numeric
+             WHEN 'Deposited'     THEN (data->>'amount')::numeric
+             WHEN 'Withdrawn'     THEN -(data->>'amount')::numeric
+           END) AS balance
+FROM es_read('account-alice');
+SELECT stream_id, version FROM es_streams;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# tests/run.sh — the whole test suite, from a clean clone, as root or not.
+#
+# Installs what is missing (PostgreSQL 15 server and headers, libpq, a
+# compiler), builds es with -Werror, installs it, starts a throwaway cluster
+# (tests/lib.sh) and runs, in order:
+#   1. the pg_regress tests   sql/NNN_*.sql against expected/NNN_*.out
+#   2. the isolation specs     tests/isolation/specs/*.spec
+#   3. the libpq stress test   tests/stress/es_stress.c
+#   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
+# The cluster is stopped and removed on exit, whether tests pass or fail.
+# Ends with a line "N passed, N failed" and exits non-zero if any failed.
+
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ES_ROOT"
+
+es_setup
+es_cluster_start
+
+passed=0
+failed=0
+failures=()
+
+run_part() {
+	local name=$1
+	shift
+	es_log "$name"
+	if "$@"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+	fi
+}
+
+regress() {
+	rm -rf results regression.diffs regression.out
+	if make -s PG_CONFIG="$ES_PG_BIN/pg_config" installcheck; then
+		return 0
+	fi
+	[ -f regression.diffs ] && cat regression.diffs
+	return 1
+}
+
+run_part "regression tests (pg_regress)" regress
+run_part "isolation specs (pg_isolation_regress)" bash tests/isolation/run.sh
+run_part "stress test (16 clients, libpq)" bash tests/stress/run.sh
+run_part "memory check (1M-event read)" bash tests/memory.sh
+
+es_log "summary"
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
