@@ -6,7 +6,7 @@
 # (tests/lib.sh) and runs, in order:
 #   1. the pg_regress tests   sql/NNN_*.sql against expected/NNN_*.out
 #   2. the isolation specs     tests/isolation/specs/*.spec
-#   3. the libpq stress test   tests/stress/es_stress.c
+#   3. the libpq stress test   tests/stress/es_stress.c, and its self-test
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
 # The cluster is stopped and removed on exit, whether tests pass or fail.
 # Ends with a line "N passed, N failed" and exits non-zero if any failed.
@@ -45,6 +45,7 @@ regress() {
 run_part "regression tests (pg_regress)" regress
 run_part "isolation specs (pg_isolation_regress)" bash tests/isolation/run.sh
 run_part "stress test (16 clients, libpq)" bash tests/stress/run.sh
+run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/run.sh --self-test
 run_part "memory check (1M-event read)" bash tests/memory.sh
 
 es_log "summary"

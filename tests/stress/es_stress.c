@@ -256,33 +256,27 @@ GrowArray(void *array, int count, int *max, size_t element_size)
 static void
 StrBufAppend(StrBuf *buf, const char *fmt,...)
 {
-	for (;;)
-	{
-		va_list		args;
-		size_t		room = buf->size - buf->len;
-		int			n;
+	va_list		args;
+	int			n;
 
-		if (room > 0)
-		{
-			va_start(args, fmt);
-			n = vsnprintf(buf->data + buf->len, room, fmt, args);
-			va_end(args);
-			if (n < 0)
-			{
-				fprintf(stderr, "stress: vsnprintf failed\n");
-				exit(1);
-			}
-			if ((size_t) n < room)
-			{
-				buf->len += n;
-				return;
-			}
-		}
-		buf->size = buf->size > 0 ? buf->size * 2 : 1024;
-		while (buf->size - buf->len <= (size_t) (room > 0 ? n : 0))
-			buf->size *= 2;
+	va_start(args, fmt);
+	n = vsnprintf(NULL, 0, fmt, args);
+	va_end(args);
+	if (n < 0)
+	{
+		fprintf(stderr, "stress: vsnprintf failed\n");
+		exit(1);
+	}
+	if (buf->len + n + 1 > buf->size)
+	{
+		while (buf->len + n + 1 > buf->size)
+			buf->size = buf->size > 0 ? buf->size * 2 : 4096;
 		buf->data = xrealloc(buf->data, buf->size);
 	}
+	va_start(args, fmt);
+	vsnprintf(buf->data + buf->len, buf->size - buf->len, fmt, args);
+	va_end(args);
+	buf->len += n;
 }
 
 static bool
@@ -635,7 +629,7 @@ AttemptSingle(Client *c, int loop, int attempt, void *arg)
 	char		expected_text[INT64_TEXT_SIZE];
 	char		tag[TAG_SIZE];
 	char		data[128];
-	char		metadata[128];
+	char		metadata[256];
 	const char *params[5];
 	AppendOutcome outcome;
 
@@ -738,7 +732,7 @@ AttemptBatch(Client *c, int loop, int attempt, void *arg)
 	char		expected_text[INT64_TEXT_SIZE];
 	char		tags[MAX_BATCH][TAG_SIZE];
 	char		data[1024];
-	char		metadata[128];
+	char		metadata[256];
 	const char *params[5];
 	const char *statement;
 	int			nparams;
@@ -815,7 +809,7 @@ AttemptTransaction(Client *c, int loop, int attempt, void *arg)
 	{
 		char		expected_text[INT64_TEXT_SIZE];
 		char		data[128];
-		char		metadata[128];
+		char		metadata[256];
 		const char *params[5];
 
 		MakeTag(tags[i], c, loop, attempt, i);
@@ -923,8 +917,9 @@ RunLoop(Client *c, int loop)
 
 	if (dice < 20)
 	{
-		BatchArgs	a = {RandomInt(c, nstreams), 2 + RandomInt(c, MAX_BATCH - 1), false};
+		BatchArgs	a = {.stream = RandomInt(c, nstreams)};
 
+		a.count = 2 + RandomInt(c, MAX_BATCH - 1);
 		if (!RetryOnConflict(c, loop, AttemptBatch, &a))
 			return false;
 		c->stats.batches++;
@@ -949,15 +944,16 @@ RunLoop(Client *c, int loop)
 	else if (dice < 45)
 	{
 		/* The ids stay the same across SE409 retries: nothing was stored. */
-		BatchArgs	a = {RandomInt(c, nstreams), RandomInt(c, 2) == 0 ? 1 : 2 + RandomInt(c, MAX_BATCH - 1), true};
+		BatchArgs	a = {.stream = RandomInt(c, nstreams), .with_ids = true};
 
+		a.count = RandomInt(c, 2) == 0 ? 1 : 2 + RandomInt(c, MAX_BATCH - 1);
 		if (!RandomIds(c, &a) || !RetryOnConflict(c, loop, AttemptBatch, &a))
 			return false;
 		c->stats.idempotent_appends++;
 	}
 	else
 	{
-		SingleArgs	a = {RandomInt(c, nstreams), dice < 50};
+		SingleArgs	a = {.stream = RandomInt(c, nstreams), .any_version = dice < 50};
 
 		if (!RetryOnConflict(c, loop, AttemptSingle, &a))
 			return false;
@@ -1084,9 +1080,14 @@ static PGresult *
 Query(PGconn *conn, const char *sql, int nparams, const char *const *params,
 	  ExecStatusType expected_status)
 {
-	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	PGresult   *res;
 	char		error[1024];
 
+	/* PQexec for several statements at once; they take no parameters. */
+	if (nparams == 0)
+		res = PQexec(conn, sql);
+	else
+		res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != expected_status)
 	{
 		fprintf(stderr, "stress: query failed: %s\n  query: %s\n",
@@ -1299,7 +1300,8 @@ static const struct
 		"USING (stream_id) WHERE s.version <> e.newest ORDER BY 1"},
 	{"stream row without events",
 		"SELECT format('stream %s has an es_streams row (version %s) but no events', stream_id, version) "
-		"FROM stress_streams s WHERE NOT EXISTS (SELECT FROM stress_events e USING (stream_id)) ORDER BY 1"},
+		"FROM stress_streams s WHERE NOT EXISTS (SELECT FROM stress_events e WHERE e.stream_id = s.stream_id) "
+		"ORDER BY 1"},
 	{"events without stream row",
 		"SELECT format('stream %s has %s events but no es_streams row', stream_id, count(*)) "
 		"FROM stress_events e WHERE NOT EXISTS (SELECT FROM stress_streams s WHERE s.stream_id = e.stream_id) "
@@ -1376,86 +1378,94 @@ static const char *const sabotage_kinds[] = {
 	"lost", "duplicate", "gap", "unacked", "order", "orphan", NULL
 };
 
+/*
+ * Inserts an event tagged tag into the run's first stream, version_step
+ * versions past its newest, at the next global position (or its negative).
+ */
+static bool
+InsertBogusEvent(PGconn *conn, const char *tag, int version_step,
+				 bool negative_position)
+{
+	char		sql[1024];
+	const char *params[3] = {stream_names[0], ext_schema_raw, tag};
+
+	snprintf(sql, sizeof(sql),
+			 "INSERT INTO %s.es_events (global_position, stream_id, version, event_id, "
+			 "event_type, data, metadata) "
+			 "SELECT %snextval(pg_catalog.format('%%I.es_events_global_position_seq', $2::text)::regclass), "
+			 "$1, max(version) + %d, gen_random_uuid(), 'Tick', '{}', "
+			 "pg_catalog.jsonb_build_object('tag', $3::text) "
+			 "FROM %s.es_events WHERE stream_id = $1",
+			 ext_schema, negative_position ? "- " : "", version_step, ext_schema);
+	if (!Command(conn, sql, 3, params))
+		return false;
+	printf("stress: sabotage: inserted an event tagged %s into %s\n", tag, stream_names[0]);
+	return true;
+}
+
+/* The tag of an event acknowledged in the first stream. */
+static const char *
+FindAckedTag(Client *clients, int nclients)
+{
+	for (int i = 0; i < nclients; i++)
+		for (int j = 0; j < clients[i].nacked; j++)
+			if (clients[i].acked[j].stream == 0)
+				return clients[i].acked[j].tag;
+	return "sabotage-none-acked";
+}
+
+/* The tag of a rolled back event, or else of any unacknowledged one. */
+static const char *
+FindUnackedTag(Client *clients, int nclients)
+{
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < nclients; i++)
+			for (int j = 0; j < clients[i].nunacked; j++)
+				if (pass == 1 || strcmp(clients[i].unacked[j].reason, "rolled back") == 0)
+					return clients[i].unacked[j].tag;
+	return "sabotage-none-unacked";
+}
+
+/*
+ * Sabotage
+ *		Corrupts the run's data after the loops, to see the checks fail.
+ *		"lost" needs no SQL: a client is made to believe in an event it never
+ *		appended.  The others insert into es_events or es_streams directly,
+ *		which takes a superuser or the tables' owner.
+ */
 static bool
 Sabotage(PGconn *conn, const char *kind, Client *clients, int nclients,
 		 const char *prefix)
 {
-	char		sql[2048];
-	char		orphan[256];
-	const char *params[3];
-	const char *victim_tag = "sabotage";
-	const char *insert_fmt =
-		"INSERT INTO %1$s.es_events (global_position, stream_id, version, event_id, "
-		"event_type, data, metadata) "
-		"SELECT %2$s, $1, (SELECT max(version) FROM %1$s.es_events WHERE stream_id = $1) + %3$d, "
-		"gen_random_uuid(), 'Tick', '{}', pg_catalog.jsonb_build_object('tag', $3::text) "
-		"WHERE $2::text IS NOT NULL";
-	const char *next_position =
-		"nextval(pg_catalog.format('%I.es_events_global_position_seq', $2::text)::regclass)";
-	const char *negative_position =
-		"- nextval(pg_catalog.format('%I.es_events_global_position_seq', $2::text)::regclass)";
-
-	params[0] = stream_names[0];
-	params[1] = ext_schema_raw;
-	params[2] = victim_tag;
-
 	if (strcmp(kind, "lost") == 0)
 	{
 		RecordAcked(&clients[0], "sabotage-lost", 0, 1000000, NULL);
 		printf("stress: sabotage: client 0 now believes in an acknowledged event it never appended\n");
 		return true;
 	}
-	else if (strcmp(kind, "duplicate") == 0)
+	if (strcmp(kind, "duplicate") == 0)
+		return InsertBogusEvent(conn, FindAckedTag(clients, nclients), 1, false);
+	if (strcmp(kind, "gap") == 0)
+		return InsertBogusEvent(conn, "sabotage-gap", 2, false);
+	if (strcmp(kind, "unacked") == 0)
+		return InsertBogusEvent(conn, FindUnackedTag(clients, nclients), 1, false);
+	if (strcmp(kind, "order") == 0)
+		return InsertBogusEvent(conn, "sabotage-order", 1, true);
+	if (strcmp(kind, "orphan") == 0)
 	{
-		/* Store an acknowledged event a second time. */
-		for (int i = 0; i < nclients && victim_tag == params[2]; i++)
-			for (int j = 0; j < clients[i].nacked; j++)
-				if (clients[i].acked[j].stream == 0)
-				{
-					victim_tag = clients[i].acked[j].tag;
-					break;
-				}
-		params[2] = victim_tag;
-		snprintf(sql, sizeof(sql), insert_fmt, ext_schema, next_position, 1);
-	}
-	else if (strcmp(kind, "gap") == 0)
-		snprintf(sql, sizeof(sql), insert_fmt, ext_schema, next_position, 2);
-	else if (strcmp(kind, "unacked") == 0)
-	{
-		/* Store the event of a rolled back transaction, or else of an SE409. */
-		for (int pass = 0; pass < 2 && victim_tag == params[2]; pass++)
-			for (int i = 0; i < nclients && victim_tag == params[2]; i++)
-				for (int j = 0; j < clients[i].nunacked; j++)
-					if (pass == 1 || strcmp(clients[i].unacked[j].reason, "rolled back") == 0)
-					{
-						victim_tag = clients[i].unacked[j].tag;
-						break;
-					}
-		params[2] = victim_tag;
-		snprintf(sql, sizeof(sql), insert_fmt, ext_schema, next_position, 1);
-	}
-	else if (strcmp(kind, "order") == 0)
-		snprintf(sql, sizeof(sql), insert_fmt, ext_schema, negative_position, 1);
-	else if (strcmp(kind, "orphan") == 0)
-	{
+		char		sql[512];
+		char		orphan[256];
+		const char *params[1] = {orphan};
+
 		snprintf(orphan, sizeof(orphan), "%sorphan", prefix);
-		params[0] = orphan;
 		snprintf(sql, sizeof(sql),
-				 "INSERT INTO %s.es_streams (stream_id, version) VALUES ($1, 1)",
-				 ext_schema);
+				 "INSERT INTO %s.es_streams (stream_id, version) VALUES ($1, 1)", ext_schema);
 		if (!Command(conn, sql, 1, params))
 			return false;
 		printf("stress: sabotage: inserted an es_streams row for %s, without events\n", orphan);
 		return true;
 	}
-	else
-		return false;
-
-	if (!Command(conn, sql, 3, params))
-		return false;
-	printf("stress: sabotage (%s): inserted an event tagged %s into %s\n",
-		   kind, victim_tag, stream_names[0]);
-	return true;
+	return false;
 }
 
 
@@ -1521,7 +1531,7 @@ ParseOptions(int argc, char **argv, Options *opt)
 		switch (ch)
 		{
 			case 'c':
-				if (!ParseCount(optarg, "clients", 1, 90, &opt->clients))
+				if (!ParseCount(optarg, "clients", 1, 1000, &opt->clients))
 					return false;
 				break;
 			case 'l':
