@@ -19,7 +19,9 @@
  *	   that row lock; in READ COMMITTED it then sees our new version and
  *	   fails its own check, so it reports SE409 instead of running into a
  *	   unique violation.  Appenders to other streams lock other rows and
- *	   never wait for us.
+ *	   never wait for us.  An "any version" append with caller-chosen ids
+ *	   first pins the version it sees, so that a concurrent original of a
+ *	   retry makes the check fail and step 2 is done again.
  *	4. Only after the check succeeded are global positions taken, so failed
  *	   appends do not burn positions, and the events are inserted with one
  *	   statement.
@@ -746,24 +748,54 @@ AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
 		return new_version;
 	}
 
-	new_version = AdvanceStream(cat, stream_id, expected_is_null,
-								expected_version, count);
-	if (new_version < 0)
+	if (ids_given && (expected_is_null || expected_version == -1))
 	{
 		/*
-		 * The check failed.  If we waited for a concurrent append to this
-		 * stream, it may have been the original of this retry: look again,
-		 * now that it has committed.
+		 * "Any version" with caller-chosen ids: pin the version we saw, so
+		 * that if a concurrent append wins (possibly this retry's original,
+		 * still in flight when we looked the ids up), the check below fails
+		 * and we look again instead of running into its ids.  Each turn of
+		 * the loop means another append to this stream committed.
 		 */
-		if (ids_given &&
-			CheckStoredIds(cat, stream_id, expected_is_null, expected_version,
-						   events, count, &new_version))
+		for (;;)
 		{
-			SPI_finish();
-			return new_version;
+			int64		seen = EsStreamVersion(cat, stream_id, false);
+
+			if (seen == 0 && !expected_is_null)
+				ReportWrongExpectedVersion(stream_id, expected_version, seen);
+			new_version = AdvanceStream(cat, stream_id, false, seen, count);
+			if (new_version >= 0)
+				break;
+			if (CheckStoredIds(cat, stream_id, expected_is_null, expected_version,
+							   events, count, &new_version))
+			{
+				SPI_finish();
+				return new_version;
+			}
+			CHECK_FOR_INTERRUPTS();
 		}
-		ReportWrongExpectedVersion(stream_id, expected_version,
-								   EsStreamVersion(cat, stream_id, false));
+	}
+	else
+	{
+		new_version = AdvanceStream(cat, stream_id, expected_is_null,
+									expected_version, count);
+		if (new_version < 0)
+		{
+			/*
+			 * The check failed.  If we waited for a concurrent append to
+			 * this stream, it may have been the original of this retry: look
+			 * again, now that it has committed.
+			 */
+			if (ids_given &&
+				CheckStoredIds(cat, stream_id, expected_is_null, expected_version,
+							   events, count, &new_version))
+			{
+				SPI_finish();
+				return new_version;
+			}
+			ReportWrongExpectedVersion(stream_id, expected_version,
+									   EsStreamVersion(cat, stream_id, false));
+		}
 	}
 
 	InsertEvents(cat, stream_id, new_version - count + 1, events, count);

@@ -50,6 +50,11 @@ conn=()
 [ -n "${PGPORT:-}" ] && conn+=(--port="$PGPORT")
 [ -n "${PGUSER:-}" ] && conn+=(--user="$PGUSER")
 
+# A step that blocks when it should not (say, an append to another stream
+# waiting for ours) is cancelled by isolationtester after PGISOLATIONTIMEOUT
+# seconds and shows up in the diff; 300 by default, 60 is plenty here.
+export PGISOLATIONTIMEOUT=${PGISOLATIONTIMEOUT:-60}
+
 rm -rf "$OUT_DIR"
 mkdir -p "$OUT_DIR"
 
