@@ -8,7 +8,8 @@ OBJS = \
 	src/catalog.o \
 	src/append.o \
 	src/read.o \
-	src/immutable.o
+	src/immutable.o \
+	src/upcast.o
 
 # The install script for the current version is generated from one source;
 # upgrade scripts (sql/es--A--B.sql) are shipped as written.

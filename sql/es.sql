@@ -176,3 +176,167 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 COMMENT ON FUNCTION @extschema@.es_category(text) IS
     'Category of a stream id: the part before the first "-", or the whole id when there is none';
+
+/*
+ * Upcasters
+ */
+
+-- One row per schema step: the function registered from_schema_version v
+-- turns the data of an event_type event of schema version v into v + 1.
+-- The function is kept as its schema-qualified signature (text, not
+-- regprocedure), so that the table survives pg_dump/pg_restore and
+-- pg_upgrade; es resolves it when it loads the registry.
+CREATE TABLE @extschema@.es_upcasters (
+    event_type          text        NOT NULL,
+    from_schema_version integer     NOT NULL,
+    function            text        NOT NULL,
+    registered_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT es_upcasters_pkey PRIMARY KEY (event_type, from_schema_version),
+    CONSTRAINT es_upcasters_from_schema_version_check CHECK (from_schema_version >= 1)
+);
+
+COMMENT ON TABLE @extschema@.es_upcasters IS
+    'Registered upcasters: per event type, one function per schema version step';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_upcasters', '');
+
+-- Every reader and writer loads the registry; registering is for the owner.
+GRANT SELECT ON @extschema@.es_upcasters TO PUBLIC;
+
+-- Every change, however made, drops every session's upcaster cache at commit.
+CREATE FUNCTION @extschema@.es_upcasters_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_upcasters_changed'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.es_upcasters_changed() IS
+    'Trigger function: tells every session to reload the upcaster registry';
+
+CREATE TRIGGER es_upcasters_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_upcasters_changed();
+ALTER TABLE @extschema@.es_upcasters ENABLE ALWAYS TRIGGER es_upcasters_changed;
+
+CREATE FUNCTION @extschema@.es_register_upcaster(
+    event_type text,
+    from_schema_version integer,
+    fn regprocedure)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    proc record;
+    signature text;
+    registered text;
+BEGIN
+    IF es_register_upcaster.event_type IS NULL
+       OR es_register_upcaster.from_schema_version IS NULL
+       OR es_register_upcaster.fn IS NULL THEN
+        RAISE EXCEPTION 'event_type, from_schema_version and fn must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF es_register_upcaster.event_type = '' THEN
+        RAISE EXCEPTION 'event_type must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF es_register_upcaster.from_schema_version < 1 THEN
+        RAISE EXCEPTION 'from_schema_version must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('It is %s.', es_register_upcaster.from_schema_version);
+    END IF;
+
+    SELECT p.proname, n.nspname, p.pronargs, p.proargtypes, p.prorettype, p.proretset, p.prokind
+      INTO proc
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.oid = es_register_upcaster.fn;
+    IF NOT FOUND OR proc.prokind <> 'f' OR proc.pronargs <> 1 OR proc.proargtypes[0] <> 'jsonb'::regtype
+       OR proc.prorettype <> 'jsonb'::regtype OR proc.proretset THEN
+        RAISE EXCEPTION 'function % cannot be an upcaster', es_register_upcaster.fn
+            USING ERRCODE = 'undefined_function',
+                  DETAIL = 'An upcaster takes one jsonb argument (the event data) and returns jsonb (the data of the next schema version), one row.';
+    END IF;
+    signature := pg_catalog.format('%I.%I(jsonb)', proc.nspname, proc.proname);
+
+    -- One registration at a time, so that the gap and replacement checks
+    -- below see every committed step.
+    LOCK TABLE @extschema@.es_upcasters IN SHARE ROW EXCLUSIVE MODE;
+
+    SELECT u.function INTO registered
+      FROM @extschema@.es_upcasters u
+     WHERE u.event_type = es_register_upcaster.event_type
+       AND u.from_schema_version = es_register_upcaster.from_schema_version;
+    IF FOUND THEN
+        IF pg_catalog.to_regprocedure(registered) = es_register_upcaster.fn THEN
+            RETURN;             -- the same step again: nothing to do
+        END IF;
+        RAISE EXCEPTION 'an upcaster of event type "%" from schema version % is already registered',
+                es_register_upcaster.event_type, es_register_upcaster.from_schema_version
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = pg_catalog.format('It is %s.', registered),
+                  HINT = 'To replace it, change that function (CREATE OR REPLACE FUNCTION), or unregister the step first.';
+    END IF;
+
+    IF es_register_upcaster.from_schema_version > 1 AND NOT EXISTS (
+        SELECT FROM @extschema@.es_upcasters u
+         WHERE u.event_type = es_register_upcaster.event_type
+           AND u.from_schema_version = es_register_upcaster.from_schema_version - 1) THEN
+        RAISE EXCEPTION 'upcaster of event type "%" from schema version % would leave a gap',
+                es_register_upcaster.event_type, es_register_upcaster.from_schema_version
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('No upcaster from schema version %s is registered.',
+                                             es_register_upcaster.from_schema_version - 1),
+                  HINT = 'Register the steps in order, from schema version 1 on.';
+    END IF;
+
+    INSERT INTO @extschema@.es_upcasters (event_type, from_schema_version, function)
+    VALUES (es_register_upcaster.event_type, es_register_upcaster.from_schema_version, signature);
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.es_register_upcaster(text, integer, regprocedure) IS
+    'Registers fn(jsonb) RETURNS jsonb as the upcaster of event_type from from_schema_version to the next';
+
+CREATE FUNCTION @extschema@.es_unregister_upcaster(
+    event_type text,
+    from_schema_version integer)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    newest integer;
+BEGIN
+    IF es_unregister_upcaster.event_type IS NULL
+       OR es_unregister_upcaster.from_schema_version IS NULL THEN
+        RAISE EXCEPTION 'event_type and from_schema_version must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    LOCK TABLE @extschema@.es_upcasters IN SHARE ROW EXCLUSIVE MODE;
+
+    SELECT max(u.from_schema_version) INTO newest
+      FROM @extschema@.es_upcasters u
+     WHERE u.event_type = es_unregister_upcaster.event_type;
+    IF newest IS NULL OR es_unregister_upcaster.from_schema_version > newest
+       OR es_unregister_upcaster.from_schema_version < 1 THEN
+        RAISE EXCEPTION 'no upcaster of event type "%" from schema version % is registered',
+                es_unregister_upcaster.event_type, es_unregister_upcaster.from_schema_version
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF es_unregister_upcaster.from_schema_version < newest THEN
+        RAISE EXCEPTION 'only the newest upcaster of event type "%" can be unregistered',
+                es_unregister_upcaster.event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('The newest step is from schema version %s.', newest),
+                  HINT = 'Unregister the steps from the newest down.';
+    END IF;
+
+    DELETE FROM @extschema@.es_upcasters u
+     WHERE u.event_type = es_unregister_upcaster.event_type
+       AND u.from_schema_version = es_unregister_upcaster.from_schema_version;
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.es_unregister_upcaster(text, integer) IS
+    'Unregisters the newest upcaster step of an event type';

@@ -439,7 +439,7 @@ ParseBatchElement(JsonbValue *element, int index, NewEvent *event)
  * version.  Also checks the size and that no id is used twice in a batch.
  */
 static void
-CompleteEvents(NewEvent *events, int count, bool is_batch)
+CompleteEvents(const EsCatalog *cat, NewEvent *events, int count, bool is_batch)
 {
 	for (int i = 0; i < count; i++)
 	{
@@ -450,7 +450,7 @@ CompleteEvents(NewEvent *events, int count, bool is_batch)
 		if (!event->event_id_given)
 			RandomUuid(&event->event_id);
 		if (event->schema_version == 0)
-			event->schema_version = 1;
+			event->schema_version = EsNewestSchemaVersion(cat, event->event_type);
 	}
 
 	/* Quadratic, but only over the ids the caller chose, in one batch. */
@@ -724,7 +724,7 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
  */
 static int64
 AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
-			 int64 expected_version, NewEvent *events, int count)
+			 int64 expected_version, NewEvent *events, int count, bool is_batch)
 {
 	const EsCatalog *cat;
 	bool		ids_given = false;
@@ -739,6 +739,7 @@ AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
 
 	cat = EsCatalogGet(fcinfo);
 	SPI_connect();
+	CompleteEvents(cat, events, count, is_batch);
 
 	if (ids_given &&
 		CheckStoredIds(cat, stream_id, expected_is_null, expected_version,
@@ -848,11 +849,9 @@ es_append(PG_FUNCTION_ARGS)
 		memcpy(event.event_id.data, PG_GETARG_UUID_P(5)->data, UUID_LEN);
 		event.event_id_given = true;
 	}
-	CompleteEvents(&event, 1, false);
-
 	PG_RETURN_INT64(AppendEvents(fcinfo, stream_id, PG_ARGISNULL(1),
 								 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
-								 &event, 1));
+								 &event, 1, false));
 }
 
 /*
@@ -906,9 +905,7 @@ es_append_batch(PG_FUNCTION_ARGS)
 		index++;
 	}
 	Assert(index == count);
-	CompleteEvents(events, count, true);
-
 	PG_RETURN_INT64(AppendEvents(fcinfo, stream_id, PG_ARGISNULL(1),
 								 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
-								 events, count));
+								 events, count, true));
 }

@@ -32,15 +32,23 @@ static EsCatalog catalog;
 static bool catalog_valid = false;
 static bool callbacks_registered = false;
 
+/*
+ * A relcache invalidation: forget the catalog when it names one of our
+ * relations, and the upcaster cache when it names es_upcasters (whose
+ * statement trigger sends one on every change).  InvalidOid means "all".
+ */
 static void
 InvalidateCatalogForRelation(Datum arg, Oid relid)
 {
+	if (relid == InvalidOid || relid == catalog.upcasters_relid)
+		EsUpcastInvalidate();
 	if (!catalog_valid)
 		return;
 	if (relid == InvalidOid ||
 		relid == catalog.events_relid ||
 		relid == catalog.streams_relid ||
-		relid == catalog.position_seqid)
+		relid == catalog.position_seqid ||
+		relid == catalog.upcasters_relid)
 		catalog_valid = false;
 }
 
@@ -100,7 +108,9 @@ EsCatalogGet(FunctionCallInfo fcinfo)
 	catalog.streams_relid = LookupRelation("es_streams", schema_oid);
 	catalog.position_seqid = LookupRelation("es_events_global_position_seq",
 											schema_oid);
+	catalog.upcasters_relid = LookupRelation("es_upcasters", schema_oid);
 	catalog.generation++;
+	EsUpcastInvalidate();
 
 	/*
 	 * An invalidation that arrived during the lookups above was about the

@@ -13,6 +13,7 @@
 #define ES_H
 
 #include "fmgr.h"
+#include "access/htup.h"
 #include "executor/spi.h"
 
 #include "compat.h"
@@ -35,6 +36,7 @@ typedef struct EsCatalog
 	Oid			events_relid;
 	Oid			streams_relid;
 	Oid			position_seqid; /* es_events_global_position_seq */
+	Oid			upcasters_relid;
 	uint64		generation;		/* changes whenever the lookup is redone */
 } EsCatalog;
 
@@ -57,6 +59,16 @@ typedef struct EsPlan
 } EsPlan;
 
 extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
+
+/* Columns of the es_event type (and of EVENT_COLUMNS in read.c). */
+#define ES_EVENT_NATTS 9
+
+/* upcast.c */
+extern void EsUpcastInvalidate(void);
+extern void EsUpcastBegin(const EsCatalog *catalog);
+extern void EsUpcastEnd(void);
+extern HeapTuple EsUpcastTuple(HeapTuple tuple, TupleDesc desc);
+extern int32 EsNewestSchemaVersion(const EsCatalog *catalog, text *event_type);
 
 /* read.c */
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,

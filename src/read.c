@@ -9,8 +9,8 @@
  * an es_event row in the set-returning function's tuplestore.  Backend
  * memory therefore stays at one chunk plus what the tuplestore keeps in
  * work_mem (it spills to disk beyond that), however long the stream.
- * ReadEvents is the one place where a stored event becomes an es_event row,
- * so a step that changes events on the way out (upcasting) belongs there.
+ * ReadEvents is the one place where a stored event becomes an es_event row:
+ * each goes through EsUpcastTuple (upcast.c) on its way into the result.
  *
  * All reads are read-only SPI queries on the caller's snapshot: they are
  * STABLE and work in read-only transactions and on hot standbys.
@@ -109,20 +109,43 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
 	Portal		cursor;
 
+	MemoryContext event_context;
+
+	/* Upcast events are formed here, one at a time. */
+	event_context = AllocSetContextCreate(CurrentMemoryContext, "es read event",
+										  ALLOCSET_DEFAULT_SIZES);
+
 	SPI_connect();
-	cursor = SPI_cursor_open(NULL, EsPlanGet(plan, cat), args, nulls, true);
-	for (;;)
+	EsUpcastBegin(cat);
+	PG_TRY();
 	{
-		SPI_cursor_fetch(cursor, true, READ_CHUNK_SIZE);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-			tuplestore_puttuple(store, SPI_tuptable->vals[i]);
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
+		cursor = SPI_cursor_open(NULL, EsPlanGet(plan, cat), args, nulls, true);
+		for (;;)
+		{
+			SPI_cursor_fetch(cursor, true, READ_CHUNK_SIZE);
+			if (SPI_processed == 0)
+				break;
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				MemoryContext oldcontext = MemoryContextSwitchTo(event_context);
+
+				tuplestore_puttuple(store, EsUpcastTuple(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc));
+				MemoryContextSwitchTo(oldcontext);
+				MemoryContextReset(event_context);
+			}
+			SPI_freetuptable(SPI_tuptable);
+			CHECK_FOR_INTERRUPTS();
+		}
+		SPI_cursor_close(cursor);
 	}
-	SPI_cursor_close(cursor);
+	PG_FINALLY();
+	{
+		EsUpcastEnd();
+	}
+	PG_END_TRY();
 	SPI_finish();
+	MemoryContextDelete(event_context);
 }
 
 static text *
