@@ -77,3 +77,23 @@ SELECT sum(CASE event_type
            END) AS balance
 FROM es_read('account-alice');
 SELECT stream_id, version FROM es_streams;
+
+\echo '== 10. Schemas evolve, stored events do not: an upcaster'
+\echo '       AccountOpened v2 calls the field opening_balance and adds a currency.'
+CREATE FUNCTION account_opened_v1_to_v2(data jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (data - 'initial_balance')
+           || jsonb_build_object('opening_balance', data->'initial_balance', 'currency', 'USD')
+$$;
+SELECT 'AccountOpened 1 -> 2' AS registered_upcaster
+FROM es_register_upcaster('AccountOpened', 1, 'account_opened_v1_to_v2(jsonb)');
+
+\echo '   Reads now return version 2 ...'
+SELECT version, event_type, schema_version, data FROM es_read('account-alice', 1, 1);
+\echo '   ... while the stored event is untouched:'
+SELECT version, event_type, schema_version, data FROM es_events
+WHERE stream_id = 'account-alice' AND version = 1;
+\echo '   New AccountOpened events are stored at schema version 2 directly:'
+SELECT es_append('account-bob', 0, 'AccountOpened',
+                 '{"owner": "Bob", "opening_balance": 10, "currency": "EUR"}') AS new_version;
+SELECT stream_id, version, schema_version, data FROM es_events WHERE stream_id = 'account-bob';
