@@ -8,6 +8,7 @@
 #   2. the isolation specs     tests/isolation/specs/*.spec
 #   3. the libpq stress test   tests/stress/es_stress.c, and its self-test
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
+#   5. the dump check          tests/dump_restore.sh (pg_dump/pg_restore keep everything)
 # The cluster is stopped and removed on exit, whether tests pass or fail.
 # Ends with a line "N passed, N failed" and exits non-zero if any failed.
 
@@ -47,6 +48,7 @@ run_part "isolation specs (pg_isolation_regress)" bash tests/isolation/run.sh
 run_part "stress test (16 clients, libpq)" bash tests/stress/run.sh
 run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/run.sh --self-test
 run_part "memory check (1M-event read)" bash tests/memory.sh
+run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
 
 es_log "summary"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
