@@ -9,7 +9,9 @@ OBJS = \
 	src/append.o \
 	src/read.o \
 	src/immutable.o \
-	src/upcast.o
+	src/upcast.o \
+	src/order.o \
+	src/worker.o
 
 # The install script for the current version is generated from one source;
 # upgrade scripts (sql/es--A--B.sql) are shipped as written.

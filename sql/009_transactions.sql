@@ -70,10 +70,15 @@ SELECT es_append('tx-4', 2, 'D', '{}');
 ROLLBACK;
 SELECT version, event_type FROM es_read('tx-4');
 
--- Two-phase commit: the events become visible at COMMIT PREPARED
+-- PREPARE TRANSACTION after an append is refused: the gap-free global
+-- order must know when a transaction holding a global position ends
 BEGIN;
 SELECT es_append('tx-5', 0, 'A', '{}');
 PREPARE TRANSACTION 'es_tx_5';
 SELECT count(*) FROM es_read('tx-5');
-COMMIT PREPARED 'es_tx_5';
-SELECT version, event_type FROM es_read('tx-5');
+SELECT count(*) FROM pg_prepared_xacts;
+-- Transactions that only read es can be prepared
+BEGIN;
+SELECT es_stream_version('tx-1');
+PREPARE TRANSACTION 'es_tx_6';
+COMMIT PREPARED 'es_tx_6';

@@ -177,6 +177,66 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.es_category(text) IS
     'Category of a stream id: the part before the first "-", or the whole id when there is none';
 
+CREATE FUNCTION @extschema@.es_stream_hash(stream_id text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_stream_hash'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.es_stream_hash(text) IS
+    'Consumer-group hash of a stream id: 64-bit FNV-1a of its bytes, top bit cleared';
+
+-- Category reads: one category in global order without scanning the table.
+CREATE INDEX es_events_category_idx
+    ON @extschema@.es_events (@extschema@.es_category(stream_id), global_position);
+
+/*
+ * Reads in global order
+ */
+CREATE FUNCTION @extschema@.es_read_all(
+    after_position bigint DEFAULT 0,
+    max_count bigint DEFAULT 1000,
+    event_types text[] DEFAULT NULL)
+RETURNS SETOF @extschema@.es_event
+AS 'MODULE_PATHNAME', 'es_read_all'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 1000;
+
+COMMENT ON FUNCTION @extschema@.es_read_all(bigint, bigint, text[]) IS
+    'Events after after_position in global order, never past an event that can still commit (gap-free)';
+
+CREATE FUNCTION @extschema@.es_read_category(
+    category text,
+    after_position bigint DEFAULT 0,
+    max_count bigint DEFAULT 1000,
+    group_member integer DEFAULT NULL,
+    group_size integer DEFAULT NULL)
+RETURNS SETOF @extschema@.es_event
+AS 'MODULE_PATHNAME', 'es_read_category'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 1000;
+
+COMMENT ON FUNCTION @extschema@.es_read_category(text, bigint, bigint, integer, integer) IS
+    'Events of one category after after_position in global order (gap-free); optionally one consumer group member''s share';
+
+CREATE FUNCTION @extschema@.es_wait(
+    after_position bigint,
+    timeout_ms integer DEFAULT 10000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_wait'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION @extschema@.es_wait(bigint, integer) IS
+    'Waits until es_read_all can return an event after after_position; returns the newest readable position, or after_position on timeout';
+
+DO $$
+BEGIN
+    IF NOT 'es' = ANY (pg_catalog.string_to_array(
+            pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ',')) THEN
+        RAISE WARNING 'es is not in shared_preload_libraries'
+            USING DETAIL = 'Without it, es_read_all and es_read_category wait for every appending transaction in flight, es_wait polls, appends send their own notifications, and there is no background worker.',
+                  HINT = 'Add es to shared_preload_libraries and restart the server.';
+    END IF;
+END
+$$;
+
 /*
  * Upcasters
  */

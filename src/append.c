@@ -655,7 +655,7 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
 		Datum		args[8];
 		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-		args[0] = Int64GetDatum(nextval_internal(cat->position_seqid, false));
+		args[0] = Int64GetDatum(EsTakeGlobalPosition(cat));
 		args[1] = PointerGetDatum(stream_id);
 		args[2] = Int64GetDatum(first_version);
 		args[3] = UUIDPGetDatum(&events[0].event_id);
@@ -683,7 +683,7 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
 
 		for (int i = 0; i < count; i++)
 		{
-			positions[i] = Int64GetDatum(nextval_internal(cat->position_seqid, false));
+			positions[i] = Int64GetDatum(EsTakeGlobalPosition(cat));
 			ids[i] = UUIDPGetDatum(&events[i].event_id);
 			types[i] = PointerGetDatum(events[i].event_type);
 			schema_versions[i] = Int32GetDatum(events[i].schema_version);

@@ -75,15 +75,28 @@ LookupRelation(const char *relname, Oid schema_oid)
 /*
  * EsCatalogGet
  *		The extension's schema and relations, as seen from the function that
- *		fcinfo describes (which must be one of ours).
+ *		fcinfo describes (which must be one of ours: the extension is not
+ *		relocatable, so its functions live in its schema).
  */
 const EsCatalog *
 EsCatalogGet(FunctionCallInfo fcinfo)
 {
-	Oid			schema_oid;
+	if (catalog_valid)
+		return &catalog;
+	return EsCatalogForSchema(get_func_namespace(fcinfo->flinfo->fn_oid));
+}
+
+/*
+ * EsCatalogForSchema
+ *		The extension's objects in the given schema (the one it is installed
+ *		in), for callers that are not one of its functions (the worker).
+ */
+const EsCatalog *
+EsCatalogForSchema(Oid schema_oid)
+{
 	char	   *schema_name;
 
-	if (catalog_valid)
+	if (catalog_valid && catalog.schema_oid == schema_oid)
 		return &catalog;
 
 	if (!callbacks_registered)
@@ -94,7 +107,6 @@ EsCatalogGet(FunctionCallInfo fcinfo)
 		callbacks_registered = true;
 	}
 
-	schema_oid = get_func_namespace(fcinfo->flinfo->fn_oid);
 	schema_name = get_namespace_name(schema_oid);
 	if (schema_name == NULL)
 		elog(ERROR, "cache lookup failed for namespace %u", schema_oid);

@@ -20,4 +20,18 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/*
+ * The registry of in-flight appends (order.c) has one slot per process that
+ * can run a transaction.  17 numbers every PGPROC (MyProcNumber, 0-based);
+ * before, regular backends and background workers have a BackendId from 1
+ * to MaxBackends.
+ */
+#if PG_VERSION_NUM >= 170000
+#define ES_REGISTRY_SLOTS (MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts)
+#define ES_MY_REGISTRY_SLOT (MyProcNumber)
+#else
+#define ES_REGISTRY_SLOTS (MaxBackends)
+#define ES_MY_REGISTRY_SLOT (MyBackendId - 1)
+#endif
+
 #endif							/* ES_COMPAT_H */

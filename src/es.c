@@ -7,12 +7,21 @@
  * Settings:
  *	es.max_event_size	largest event es_append accepts, in bytes of data
  *						plus metadata (SQLSTATE 54000 beyond it)
+ *	es.notify			send notifications on channel es_events
+ *	es.notify_interval	at most one notification per interval (worker)
+ *	es.worker_database	the database the background worker serves
+ *	es.worker_naptime	how long the idle worker sleeps between looks
+ *
+ * With shared_preload_libraries = 'es', _PG_init also asks for the shared
+ * memory of the in-flight append registry (order.c) and registers the
+ * background worker (worker.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
@@ -22,6 +31,10 @@ PG_MODULE_MAGIC;
 
 /* Default: 1 MB, far above a typical event and far below the 1 GB varlena limit. */
 int			es_max_event_size = 1024 * 1024;
+bool		es_notify = true;
+int			es_notify_interval = 10;
+char	   *es_worker_database = NULL;
+int			es_worker_naptime = 1000;
 
 void		_PG_init(void);
 
@@ -40,5 +53,51 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("es.notify",
+							 "Sends a notification on channel es_events when new events become readable.",
+							 "The payload is the newest position es_read_all can return.",
+							 &es_notify,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.notify_interval",
+							"Shortest time between two notifications from the background worker.",
+							"Commits within one interval are announced by one notification.",
+							&es_notify_interval,
+							10,
+							1,
+							60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("es.worker_database",
+							   "Database the es background worker connects to.",
+							   NULL,
+							   &es_worker_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.worker_naptime",
+							"How long the idle es background worker sleeps between looks.",
+							NULL,
+							&es_worker_naptime,
+							1000,
+							10,
+							60 * 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("es");
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		EsOrderInit();
+		EsWorkerRegister();
+	}
 }

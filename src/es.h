@@ -14,6 +14,7 @@
 
 #include "fmgr.h"
 #include "access/htup.h"
+#include "storage/latch.h"
 #include "executor/spi.h"
 
 #include "compat.h"
@@ -21,6 +22,13 @@
 
 /* es.c: settings */
 extern int	es_max_event_size;
+extern bool es_notify;
+extern int	es_notify_interval;
+extern char *es_worker_database;
+extern int	es_worker_naptime;
+
+/* The channel es_append's notifications go to. */
+#define ES_NOTIFY_CHANNEL "es_events"
 
 /*
  * catalog.c: where the extension's objects are, and SPI plans over them.
@@ -41,6 +49,7 @@ typedef struct EsCatalog
 } EsCatalog;
 
 extern const EsCatalog *EsCatalogGet(FunctionCallInfo fcinfo);
+extern const EsCatalog *EsCatalogForSchema(Oid schema_oid);
 
 /*
  * A statement kept prepared across calls.  Its text names the extension's
@@ -69,6 +78,20 @@ extern void EsUpcastBegin(const EsCatalog *catalog);
 extern void EsUpcastEnd(void);
 extern HeapTuple EsUpcastTuple(HeapTuple tuple, TupleDesc desc);
 extern int32 EsNewestSchemaVersion(const EsCatalog *catalog, text *event_type);
+
+/* order.c */
+extern void EsOrderInit(void);
+extern bool EsOrderRegistryAvailable(void);
+extern int64 EsTakeGlobalPosition(const EsCatalog *catalog);
+extern int64 EsReadHorizon(const EsCatalog *catalog);
+extern int64 EsWaitForHorizon(const EsCatalog *catalog, int64 after_position,
+							  int timeout_ms);
+extern void EsOrderSetWorker(Latch *latch, Oid dboid);
+extern bool EsWorkerNotifies(void);
+extern uint64 EsOrderAppendingCommits(void);
+
+/* worker.c */
+extern void EsWorkerRegister(void);
 
 /* read.c */
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,

@@ -25,6 +25,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
 #include "es.h"
@@ -33,6 +34,10 @@ PG_FUNCTION_INFO_V1(es_read);
 PG_FUNCTION_INFO_V1(es_read_backward);
 PG_FUNCTION_INFO_V1(es_stream_version);
 PG_FUNCTION_INFO_V1(es_category);
+PG_FUNCTION_INFO_V1(es_read_all);
+PG_FUNCTION_INFO_V1(es_read_category);
+PG_FUNCTION_INFO_V1(es_wait);
+PG_FUNCTION_INFO_V1(es_stream_hash);
 
 /* Events fetched from the cursor at a time. */
 #define READ_CHUNK_SIZE 1000
@@ -56,6 +61,32 @@ static EsPlan read_backward_plan = {
 	"AND version OPERATOR(pg_catalog.<=) $2 "
 	"ORDER BY version DESC LIMIT $3",
 	3, {TEXTOID, INT8OID, INT8OID}
+};
+
+/* In global order, up to the horizon ($2); $3: event types or NULL. */
+static EsPlan read_all_plan = {
+	"SELECT " EVENT_COLUMNS " FROM @extschema@.es_events "
+	"WHERE global_position OPERATOR(pg_catalog.>) $1 "
+	"AND global_position OPERATOR(pg_catalog.<=) $2 "
+	"AND ($3 IS NULL OR event_type OPERATOR(pg_catalog.=) ANY ($3)) "
+	"ORDER BY global_position LIMIT $4",
+	4, {INT8OID, INT8OID, TEXTARRAYOID, INT8OID}
+};
+
+/*
+ * One category in global order, through the index on
+ * (es_category(stream_id), global_position); $5/$6: consumer group member
+ * and size, or NULL.
+ */
+static EsPlan read_category_plan = {
+	"SELECT " EVENT_COLUMNS " FROM @extschema@.es_events "
+	"WHERE @extschema@.es_category(stream_id) OPERATOR(pg_catalog.=) $1 "
+	"AND global_position OPERATOR(pg_catalog.>) $2 "
+	"AND global_position OPERATOR(pg_catalog.<=) $3 "
+	"AND ($6 IS NULL OR @extschema@.es_stream_hash(stream_id) "
+	"OPERATOR(pg_catalog.%) $6 OPERATOR(pg_catalog.=) $5) "
+	"ORDER BY global_position LIMIT $4",
+	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
 };
 
 static EsPlan stream_version_plan = {
@@ -102,7 +133,8 @@ MaterializeResult(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
  *		and returns them as the function's result set.
  */
 static void
-ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls)
+ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls,
+		   bool latest_snapshot)
 {
 	TupleDesc	tupdesc;
 	Tuplestorestate *store = MaterializeResult(fcinfo, &tupdesc);
@@ -119,7 +151,17 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	EsUpcastBegin(cat);
 	PG_TRY();
 	{
+		/*
+		 * Reads in global order take their snapshot only now, after the
+		 * caller computed the horizon: the statement's snapshot is older,
+		 * and a transaction that committed since could slip under the
+		 * horizon unseen.
+		 */
+		if (latest_snapshot)
+			PushActiveSnapshot(GetLatestSnapshot());
 		cursor = SPI_cursor_open(NULL, EsPlanGet(plan, cat), args, nulls, true);
+		if (latest_snapshot)
+			PopActiveSnapshot();
 		for (;;)
 		{
 			SPI_cursor_fetch(cursor, true, READ_CHUNK_SIZE);
@@ -201,7 +243,7 @@ es_read(PG_FUNCTION_ARGS)
 	args[1] = PG_GETARG_DATUM(1);
 	MaxCountArgument(fcinfo, 2, &args[2], &nulls[2]);
 
-	ReadEvents(fcinfo, &read_forward_plan, args, nulls);
+	ReadEvents(fcinfo, &read_forward_plan, args, nulls, false);
 	return (Datum) 0;
 }
 
@@ -229,7 +271,7 @@ es_read_backward(PG_FUNCTION_ARGS)
 		args[1] = PG_GETARG_DATUM(1);
 	MaxCountArgument(fcinfo, 2, &args[2], &nulls[2]);
 
-	ReadEvents(fcinfo, &read_backward_plan, args, nulls);
+	ReadEvents(fcinfo, &read_backward_plan, args, nulls, false);
 	return (Datum) 0;
 }
 
@@ -289,4 +331,165 @@ es_category(PG_FUNCTION_ARGS)
 	if (dash == NULL)
 		PG_RETURN_TEXT_P(stream_id);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(s, dash - s));
+}
+
+/*
+ * Reads in global order
+ */
+
+static int64
+AfterPositionArgument(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("after_position must not be NULL"),
+				 errhint("Use 0 to read from the first event.")));
+	if (PG_GETARG_INT64(argno) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_position must not be negative"),
+				 errhint("Use 0 to read from the first event.")));
+	return PG_GETARG_INT64(argno);
+}
+
+/*
+ * es_read_all(after_position bigint DEFAULT 0, max_count bigint DEFAULT 1000,
+ *			   event_types text[] DEFAULT NULL) RETURNS SETOF es_event
+ *
+ * Events after after_position, in global order, up to the horizon: never
+ * one while an event with a lower position can still commit.
+ */
+Datum
+es_read_all(PG_FUNCTION_ARGS)
+{
+	const EsCatalog *cat = EsCatalogGet(fcinfo);
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	args[0] = Int64GetDatum(AfterPositionArgument(fcinfo, 0));
+	MaxCountArgument(fcinfo, 1, &args[3], &nulls[3]);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		args[2] = PG_GETARG_DATUM(2);
+
+	args[1] = Int64GetDatum(EsReadHorizon(cat));
+	ReadEvents(fcinfo, &read_all_plan, args, nulls, true);
+	return (Datum) 0;
+}
+
+/*
+ * es_read_category(category text, after_position bigint DEFAULT 0,
+ *					max_count bigint DEFAULT 1000, group_member int DEFAULT NULL,
+ *					group_size int DEFAULT NULL) RETURNS SETOF es_event
+ *
+ * Like es_read_all, for the streams of one category; with a consumer group,
+ * only the streams whose es_stream_hash modulo group_size is group_member.
+ */
+Datum
+es_read_category(PG_FUNCTION_ARGS)
+{
+	const EsCatalog *cat = EsCatalogGet(fcinfo);
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("category must not be NULL")));
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("category must not be empty")));
+	args[0] = PointerGetDatum(PG_GETARG_TEXT_PP(0));
+	args[1] = Int64GetDatum(AfterPositionArgument(fcinfo, 1));
+	MaxCountArgument(fcinfo, 2, &args[3], &nulls[3]);
+
+	if (PG_ARGISNULL(3) != PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("group_member and group_size must be given together"),
+				 errhint("Leave both NULL to read the whole category.")));
+	if (PG_ARGISNULL(3))
+	{
+		nulls[4] = 'n';
+		nulls[5] = 'n';
+	}
+	else
+	{
+		int32		member = PG_GETARG_INT32(3);
+		int32		size = PG_GETARG_INT32(4);
+
+		if (size < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("group_size must be at least 1"),
+					 errdetail("It is %d.", size)));
+		if (member < 0 || member >= size)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("group_member must be between 0 and group_size - 1"),
+					 errdetail("group_member is %d, group_size is %d.", member, size)));
+		args[4] = Int64GetDatum((int64) member);
+		args[5] = Int64GetDatum((int64) size);
+	}
+
+	args[2] = Int64GetDatum(EsReadHorizon(cat));
+	ReadEvents(fcinfo, &read_category_plan, args, nulls, true);
+	return (Datum) 0;
+}
+
+/*
+ * es_wait(after_position bigint, timeout_ms int DEFAULT 10000) RETURNS bigint
+ *
+ * Blocks until es_read_all can return an event after after_position (and
+ * returns the newest readable position), or until the timeout (and returns
+ * after_position).  Woken by commits, not by a timer.
+ */
+Datum
+es_wait(PG_FUNCTION_ARGS)
+{
+	const EsCatalog *cat = EsCatalogGet(fcinfo);
+	int64		after = AfterPositionArgument(fcinfo, 0);
+	int32		timeout_ms;
+	int64		horizon;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout_ms must not be NULL")));
+	timeout_ms = PG_GETARG_INT32(1);
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout_ms must not be negative")));
+
+	horizon = EsWaitForHorizon(cat, after, timeout_ms);
+	PG_RETURN_INT64(horizon > after ? horizon : after);
+}
+
+/*
+ * es_stream_hash(stream_id text) RETURNS bigint
+ *
+ * The hash that splits a category among a consumer group: 64-bit FNV-1a of
+ * the stream id's bytes (in the database encoding), with the top bit
+ * cleared so that it is a non-negative bigint.  Member k of a group of n
+ * gets the streams whose hash modulo n is k.  Stable across versions,
+ * platforms and PostgreSQL releases; a client can compute it too.
+ */
+Datum
+es_stream_hash(PG_FUNCTION_ARGS)
+{
+	text	   *stream_id = PG_GETARG_TEXT_PP(0);
+	const unsigned char *s = (const unsigned char *) VARDATA_ANY(stream_id);
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+	uint64		hash = UINT64CONST(0xcbf29ce484222325);
+
+	for (int i = 0; i < len; i++)
+	{
+		hash ^= s[i];
+		hash *= UINT64CONST(0x100000001b3);
+	}
+	PG_RETURN_INT64((int64) (hash & UINT64CONST(0x7fffffffffffffff)));
 }
