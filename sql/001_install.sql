@@ -28,5 +28,11 @@ FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::re
 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'es') AND d.deptype = 'e'
 ORDER BY p.oid::regprocedure::text;
 
--- Settings
+-- Settings (the first call of an es function loads the library and its
+-- settings, when es is not preloaded)
+SELECT es_category('settings-loaded');
 SHOW es.max_event_size;
+SHOW es.notify;
+SHOW es.notify_interval;
+SHOW es.worker_database;
+SHOW es.worker_naptime;

@@ -75,10 +75,10 @@ _PG_init(void)
 
 	DefineCustomStringVariable("es.worker_database",
 							   "Database the es background worker connects to.",
-							   NULL,
+							   "After a change (and a reload), the worker restarts and connects to the new database.",
 							   &es_worker_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 

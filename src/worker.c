@@ -19,7 +19,8 @@
  *
  * The worker idles while the extension is not installed in its database,
  * and wakes at least every es.worker_naptime to look again.  SIGHUP reloads
- * the configuration; SIGTERM ends it.
+ * the configuration (a new es.worker_database makes it exit, to be started
+ * again by the postmaster after bgw_restart_time); SIGTERM ends it.
  *
  * Locks: those of its own short transactions (the registry lock shared,
  * through EsReadHorizon).
@@ -153,12 +154,15 @@ es_worker_main(Datum main_arg)
 	uint64		commits_seen = 0;
 	TimestampTz last_notify_time = 0;
 	bool		installed = false;
+	char	   *database;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(es_worker_database, NULL, 0);
+	/* A reload may change es.worker_database later: remember this one. */
+	database = pstrdup(es_worker_database);
+	BackgroundWorkerInitializeConnection(database, NULL, 0);
 	ereport(LOG,
 			(errmsg("es worker started for database \"%s\"", es_worker_database)));
 
@@ -182,6 +186,13 @@ es_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(es_worker_database, database) != 0)
+			{
+				ereport(LOG,
+						(errmsg("es worker restarting to connect to database \"%s\"",
+								es_worker_database)));
+				proc_exit(1);	/* the postmaster starts us again */
+			}
 		}
 
 		commits = EsOrderAppendingCommits();

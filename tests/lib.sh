@@ -10,7 +10,8 @@
 #   es_setup              install packages, build (-Werror) and install es
 #   es_cluster_start [setting=value ...]
 #                         start the cluster; exports PGHOST, PGPORT, PGUSER,
-#                         PGDATABASE and ES_CLUSTER_DIR
+#                         PGDATABASE and ES_CLUSTER_DIR.  es is preloaded
+#                         (shared_preload_libraries) unless ES_PRELOAD=0.
 #   es_cluster_stop       stop it (also runs on exit)
 
 set -euo pipefail
@@ -94,7 +95,9 @@ es_cluster_start() {
 		echo "listen_addresses = ''"
 		echo "unix_socket_directories = '$dir'"
 		echo "port = 5432"
-		echo "shared_preload_libraries = 'es'"
+		if [ "${ES_PRELOAD:-1}" = 1 ]; then
+			echo "shared_preload_libraries = 'es'"
+		fi
 		echo "max_connections = 100"
 		echo "max_prepared_transactions = 10"
 		local setting

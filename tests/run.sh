@@ -9,6 +9,9 @@
 #   3. the libpq stress test   tests/stress/es_stress.c, and its self-test
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
 #   5. the dump check          tests/dump_restore.sh (pg_dump/pg_restore keep everything)
+#   6. notifications           tests/notify.sh
+# and then, on a second cluster without shared_preload_libraries, the
+# regression tests and the notification test again (the fallbacks).
 # The cluster is stopped and removed on exit, whether tests pass or fail.
 # Ends with a line "N passed, N failed" and exits non-zero if any failed.
 
@@ -49,6 +52,15 @@ run_part "stress test (16 clients, libpq)" bash tests/stress/run.sh
 run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/run.sh --self-test
 run_part "memory check (1M-event read)" bash tests/memory.sh
 run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
+run_part "notifications (coalesced, from the worker)" bash tests/notify.sh
+
+# The same store without preloading: no registry, no worker.  The fallbacks
+# (an advisory lock for the global order, polling es_wait, notifications
+# from the appending transactions) must be just as correct.
+es_cluster_stop
+ES_PRELOAD=0 es_cluster_start
+run_part "regression tests without preloading" regress
+run_part "notifications without the worker" env ES_EXPECT_WORKER=0 bash tests/notify.sh
 
 es_log "summary"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
