@@ -96,5 +96,7 @@ extern void EsWorkerRegister(void);
 /* read.c */
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,
 							 bool read_only);
+extern int64 EsNewestEventUpTo(const EsCatalog *catalog, int64 after_position,
+							   int64 horizon);
 
 #endif							/* ES_H */

@@ -208,12 +208,14 @@ ClearSlotAtExit(int code, Datum arg)
 }
 
 /*
- * Tell es_wait sleepers and the worker that an appending transaction has
- * committed.  The barrier pairs with the one in EsWaitForHorizon: either
- * we see its waiter count, or it sees our cleared slot.
+ * Tell es_wait sleepers and the worker that the horizon may have moved: an
+ * appending transaction committed, or one that held a slot aborted (which
+ * can make higher, already committed events readable).  The barrier pairs
+ * with the one in EsWaitForHorizon: either we see its waiter count, or it
+ * sees our cleared slot.
  */
 static void
-AnnounceCommit(void)
+AnnounceHorizonMove(void)
 {
 	pg_atomic_fetch_add_u64(&order_shared->appending_commits, 1);
 	pg_memory_barrier();
@@ -248,15 +250,16 @@ OrderXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			ClearSlot();
-			if (appended_in_xact && order_shared != NULL)
-				AnnounceCommit();
-			appended_in_xact = false;
-			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			ClearSlot();
-			appended_in_xact = false;
+			{
+				bool		held_slot = published;
+
+				ClearSlot();
+				if (order_shared != NULL && (held_slot || appended_in_xact))
+					AnnounceHorizonMove();
+				appended_in_xact = false;
+			}
 			break;
 		default:
 			break;
@@ -411,16 +414,35 @@ EsReadHorizon(const EsCatalog *cat)
 }
 
 /*
+ * NewestReadable
+ *		The newest event es_read_all can return after after_position, or
+ *		after_position when there is none yet.  The horizon alone is not
+ *		enough: positions of rolled-back appends move it without an event.
+ *		Must be called while connected to SPI.
+ */
+static int64
+NewestReadable(const EsCatalog *cat, int64 after_position)
+{
+	int64		horizon = EsReadHorizon(cat);
+
+	if (horizon <= after_position)
+		return after_position;
+	return EsNewestEventUpTo(cat, after_position, horizon);
+}
+
+/*
  * EsWaitForHorizon
- *		Waits until the horizon passes after_position or timeout_ms pass;
- *		returns the horizon seen last.  Woken by appending commits; without
- *		preloading it polls (every 10 ms).
+ *		Waits until es_read_all can return an event after after_position, or
+ *		timeout_ms pass; returns the newest readable position, or
+ *		after_position on timeout.  Woken by appending transactions as they
+ *		end; without preloading it polls (every 10 ms).  Must be called
+ *		while connected to SPI.
  */
 int64
 EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	int64		horizon;
+	int64		newest;
 
 	if (order_shared == NULL)
 	{
@@ -428,12 +450,12 @@ EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 		{
 			long		remaining;
 
-			horizon = EsReadHorizon(cat);
-			if (horizon > after_position)
-				return horizon;
+			newest = NewestReadable(cat, after_position);
+			if (newest > after_position)
+				return newest;
 			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			if (remaining <= 0)
-				return horizon;
+				return after_position;
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Min(remaining, 10), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
@@ -450,8 +472,8 @@ EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 		{
 			long		remaining;
 
-			horizon = EsReadHorizon(cat);
-			if (horizon > after_position)
+			newest = NewestReadable(cat, after_position);
+			if (newest > after_position)
 				break;
 			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			if (remaining <= 0)
@@ -466,7 +488,7 @@ EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 		pg_atomic_fetch_sub_u32(&order_shared->waiters, 1);
 	}
 	PG_END_TRY();
-	return horizon;
+	return newest;
 }
 
 /*

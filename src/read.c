@@ -89,6 +89,13 @@ static EsPlan read_category_plan = {
 	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
 };
 
+static EsPlan newest_event_plan = {
+	"SELECT pg_catalog.max(global_position) FROM @extschema@.es_events "
+	"WHERE global_position OPERATOR(pg_catalog.>) $1 "
+	"AND global_position OPERATOR(pg_catalog.<=) $2",
+	2, {INT8OID, INT8OID}
+};
+
 static EsPlan stream_version_plan = {
 	"SELECT version FROM @extschema@.es_streams "
 	"WHERE stream_id OPERATOR(pg_catalog.=) $1",
@@ -300,6 +307,31 @@ EsStreamVersion(const EsCatalog *cat, text *stream_id, bool read_only)
 }
 
 /*
+ * EsNewestEventUpTo
+ *		The highest position of a committed event in (after_position,
+ *		horizon], or after_position when there is none, read with a snapshot
+ *		taken now (after the caller computed the horizon).  Must be called
+ *		while connected to SPI.
+ */
+int64
+EsNewestEventUpTo(const EsCatalog *cat, int64 after_position, int64 horizon)
+{
+	Datum		args[2];
+	int			ret;
+	bool		isnull;
+	Datum		newest;
+
+	args[0] = Int64GetDatum(after_position);
+	args[1] = Int64GetDatum(horizon);
+	ret = SPI_execute_snapshot(EsPlanGet(&newest_event_plan, cat), args, NULL,
+							   GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading the newest position failed: %s", SPI_result_code_string(ret));
+	newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? after_position : DatumGetInt64(newest);
+}
+
+/*
  * es_stream_version(stream_id text) RETURNS bigint
  */
 Datum
@@ -453,7 +485,7 @@ es_wait(PG_FUNCTION_ARGS)
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
 	int64		after = AfterPositionArgument(fcinfo, 0);
 	int32		timeout_ms;
-	int64		horizon;
+	int64		newest;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -465,8 +497,10 @@ es_wait(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout_ms must not be negative")));
 
-	horizon = EsWaitForHorizon(cat, after, timeout_ms);
-	PG_RETURN_INT64(horizon > after ? horizon : after);
+	SPI_connect();
+	newest = EsWaitForHorizon(cat, after, timeout_ms);
+	SPI_finish();
+	PG_RETURN_INT64(newest);
 }
 
 /*

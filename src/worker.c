@@ -120,9 +120,12 @@ Notify(int64 last_notified, bool *installed)
 	*installed = OidIsValid(schema);
 	if (*installed)
 	{
-		horizon = EsReadHorizon(EsCatalogForSchema(schema));
+		const EsCatalog *cat = EsCatalogForSchema(schema);
+
+		/* the newest event readers can get, not a rolled-back position */
+		horizon = EsNewestEventUpTo(cat, 0, EsReadHorizon(cat));
 		/* (lower only when the extension was dropped and created again) */
-		if (horizon != last_notified)
+		if (horizon != last_notified && horizon > 0)
 		{
 			char		payload[32];
 			Oid			argtypes[1] = {TEXTOID};

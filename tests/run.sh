@@ -10,6 +10,7 @@
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
 #   5. the dump check          tests/dump_restore.sh (pg_dump/pg_restore keep everything)
 #   6. notifications           tests/notify.sh
+#   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
 # and then, on a second cluster without shared_preload_libraries, the
 # regression tests and the notification test again (the fallbacks).
 # The cluster is stopped and removed on exit, whether tests pass or fail.
@@ -53,6 +54,8 @@ run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/
 run_part "memory check (1M-event read)" bash tests/memory.sh
 run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
 run_part "notifications (coalesced, from the worker)" bash tests/notify.sh
+run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh
+run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 
 # The same store without preloading: no registry, no worker.  The fallbacks
 # (an advisory lock for the global order, polling es_wait, notifications
@@ -61,6 +64,7 @@ es_cluster_stop
 ES_PRELOAD=0 es_cluster_start
 run_part "regression tests without preloading" regress
 run_part "notifications without the worker" env ES_EXPECT_WORKER=0 bash tests/notify.sh
+run_part "follower test without preloading (advisory-lock fallback)" bash tests/follower/run.sh
 
 es_log "summary"
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
