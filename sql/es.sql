@@ -231,7 +231,7 @@ BEGIN
     IF NOT 'es' = ANY (pg_catalog.string_to_array(
             pg_catalog.replace(pg_catalog.current_setting('shared_preload_libraries'), ' ', ''), ',')) THEN
         RAISE WARNING 'es is not in shared_preload_libraries'
-            USING DETAIL = 'Without it, es_read_all and es_read_category wait for every appending transaction in flight, es_wait polls, appends send their own notifications, and there is no background worker.',
+            USING DETAIL = 'Without it, every es_read_all and es_read_category waits for the appending transactions in flight, es_wait polls, appends send their own notifications, and there is no background worker.',
                   HINT = 'Add es to shared_preload_libraries and restart the server.';
     END IF;
 END

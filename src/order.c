@@ -37,11 +37,13 @@
  * being taken one at a time from the shared sequence (CACHE 1).
  *
  * Without preloading there is no shared memory of ours.  Appenders then
- * hold a transaction-level advisory lock in share mode from their first
- * position to their end, and a reader takes it in exclusive mode for a
- * moment: it waits for every appending transaction in flight, and keeps new
- * ones from taking positions while it reads the sequence.  Correct, but a
- * reader waits for the slowest appender and briefly blocks the others.
+ * hold a transaction-level advisory lock in share mode from before their
+ * first position to their end.  A reader reads the sequence's last value
+ * and then waits for the transactions holding that lock at that moment to
+ * end (WaitForLockers, as CREATE INDEX CONCURRENTLY does): every position up
+ * to that value belongs to one of them or to a transaction already over.
+ * Correct, and appenders never wait for readers, but a reader waits for the
+ * slowest appending transaction in flight.
  *
  * The commit callback also wakes es_wait sleepers (a condition variable,
  * signalled only when someone waits) and the background worker that sends
@@ -384,10 +386,15 @@ EsReadHorizon(const EsCatalog *cat)
 	{
 		LOCKTAG		tag;
 
-		SetOrderLockTag(&tag);
-		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+		/*
+		 * Every position up to the sequence's last value was taken by a
+		 * transaction that held the lock before it took the position, so
+		 * waiting for the lock's current holders to end is enough; those
+		 * that take it later take higher positions.
+		 */
 		horizon = SequenceLastValue(seqrel);
-		LockRelease(&tag, ExclusiveLock, true);
+		SetOrderLockTag(&tag);
+		WaitForLockers(tag, ExclusiveLock, false);
 	}
 	else
 	{
