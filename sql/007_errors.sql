@@ -1,23 +1,11 @@
 -- Every error path of es_append and the reads, with its SQLSTATE, and proof
 -- that a failed call writes nothing.
 
-CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    detail text;
-BEGIN
-    EXECUTE statement;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || CASE WHEN detail <> '' THEN ' | ' || detail ELSE '' END;
-END
-$$;
 
 SELECT es_append('err-1', 0, 'Created', '{}', NULL, '50000000-0000-4000-8000-0000000000aa');
 SELECT count(*) AS events_before FROM es_events;
 
-SELECT case_name, pg_temp.sqlstate_of(statement) AS result FROM (VALUES
+SELECT case_name, es_test.sqlstate_of(statement) AS result FROM (VALUES
     -- 22004: NULL where a value is required
     ('null stream id',           $$SELECT es_append(NULL, 0, 'T', '{}')$$),
     ('null event type',          $$SELECT es_append('err-2', 0, NULL, '{}')$$),
@@ -78,9 +66,9 @@ SELECT case_name, pg_temp.sqlstate_of(statement) AS result FROM (VALUES
 -- 54000: an event larger than es.max_event_size (data plus metadata)
 SET es.max_event_size = 100;
 SHOW es.max_event_size;
-SELECT pg_temp.sqlstate_of($$SELECT es_append('err-2', 0, 'T', jsonb_build_object('pad', repeat('x', 100)))$$);
-SELECT pg_temp.sqlstate_of($$SELECT es_append('err-2', 0, 'T', '{}', jsonb_build_object('pad', repeat('x', 100)))$$);
-SELECT pg_temp.sqlstate_of($$SELECT es_append('err-2', 0, jsonb_build_array(
+SELECT es_test.sqlstate_of($$SELECT es_append('err-2', 0, 'T', jsonb_build_object('pad', repeat('x', 100)))$$);
+SELECT es_test.sqlstate_of($$SELECT es_append('err-2', 0, 'T', '{}', jsonb_build_object('pad', repeat('x', 100)))$$);
+SELECT es_test.sqlstate_of($$SELECT es_append('err-2', 0, jsonb_build_array(
     jsonb_build_object('type', 'T', 'data', '{}'::jsonb),
     jsonb_build_object('type', 'T', 'data', jsonb_build_object('pad', repeat('x', 100)))))$$);
 -- just under the limit is fine
@@ -89,7 +77,7 @@ RESET es.max_event_size;
 -- only superusers may raise the limit
 CREATE ROLE es_test_user;
 SET ROLE es_test_user;
-SELECT pg_temp.sqlstate_of($$SET es.max_event_size = '1GB'$$);
+SELECT es_test.sqlstate_of($$SET es.max_event_size = '1GB'$$);
 RESET ROLE;
 DROP ROLE es_test_user;
 

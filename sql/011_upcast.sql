@@ -37,18 +37,6 @@ SELECT es_register_upcaster('AccountOpened', 1, 'account_opened_v1_to_v2(jsonb)'
 SELECT count(*) FROM es_upcasters;
 
 -- Registration errors, with their SQLSTATEs
-CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    detail text;
-BEGIN
-    EXECUTE statement;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || CASE WHEN detail <> '' THEN ' | ' || detail ELSE '' END;
-END
-$$;
 CREATE FUNCTION not_an_upcaster(data text) RETURNS text LANGUAGE sql AS $$ SELECT data $$;
 CREATE FUNCTION wrong_return(data jsonb) RETURNS text LANGUAGE sql AS $$ SELECT data::text $$;
 CREATE FUNCTION set_returning(data jsonb) RETURNS SETOF jsonb LANGUAGE sql AS $$ SELECT data $$;
@@ -56,7 +44,7 @@ CREATE FUNCTION two_args(data jsonb, x int) RETURNS jsonb LANGUAGE sql AS $$ SEL
 CREATE FUNCTION other_v1_to_v2(data jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT data $$;
 CREATE PROCEDURE a_procedure(data jsonb) LANGUAGE sql AS $$ SELECT 1 $$;
 
-SELECT case_name, pg_temp.sqlstate_of(statement) AS result FROM (VALUES
+SELECT case_name, es_test.sqlstate_of(statement) AS result FROM (VALUES
     -- 42883: no such function, or not (jsonb) RETURNS jsonb
     ('no such function',      $$SELECT es_register_upcaster('AccountOpened', 3, 'no_such_function(jsonb)')$$),
     ('takes text',            $$SELECT es_register_upcaster('AccountOpened', 3, 'not_an_upcaster(text)')$$),

@@ -76,19 +76,7 @@ SELECT es_wait((SELECT max(global_position) FROM es_events), 50) = (SELECT max(g
 SELECT es_wait((SELECT max(global_position) FROM es_events), 0) = (SELECT max(global_position) FROM es_events) AS no_wait;
 
 -- Errors
-CREATE FUNCTION pg_temp.sqlstate_of(statement text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    detail text;
-BEGIN
-    EXECUTE statement;
-    RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
-    RETURN SQLSTATE || ': ' || SQLERRM || CASE WHEN detail <> '' THEN ' | ' || detail ELSE '' END;
-END
-$$;
-SELECT case_name, pg_temp.sqlstate_of(statement) AS result FROM (VALUES
+SELECT case_name, es_test.sqlstate_of(statement) AS result FROM (VALUES
     ('all: null position',        $$SELECT * FROM es_read_all(NULL)$$),
     ('all: negative position',    $$SELECT * FROM es_read_all(-1)$$),
     ('all: negative count',       $$SELECT * FROM es_read_all(0, -1)$$),
