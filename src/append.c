@@ -153,12 +153,29 @@ ArgumentName(const char *argument, const char *member, int batch_index)
 }
 
 static void
-ValidateStreamId(text *stream_id)
+RequireArgument(FunctionCallInfo fcinfo, int argno, const char *name)
 {
-	if (VARSIZE_ANY_EXHDR(stream_id) == 0)
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+}
+
+/*
+ * The stream_id and expected_version arguments (0 and 1) of both forms.
+ */
+static void
+ValidateTarget(FunctionCallInfo fcinfo)
+{
+	if (VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream_id must not be empty")));
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT64(1) < -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid expected_version " INT64_FORMAT, PG_GETARG_INT64(1)),
+				 errhint("Use a version n >= 0 (0: the stream must not exist yet), -1 (the stream must exist) or NULL (any version).")));
 }
 
 static void
@@ -218,16 +235,6 @@ CheckEventSize(const NewEvent *event, int batch_index)
 				 errmsg("%sevent is too large", WhereInBatch(batch_index)),
 				 errdetail("Its data and metadata take " INT64_FORMAT " bytes; es.max_event_size is %d bytes.",
 						   size, es_max_event_size)));
-}
-
-static void
-ValidateExpectedVersion(bool is_null, int64 expected_version)
-{
-	if (!is_null && expected_version < -1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid expected_version " INT64_FORMAT, expected_version),
-				 errhint("Use a version n >= 0 (0: the stream must not exist yet), -1 (the stream must exist) or NULL (any version).")));
 }
 
 static void
@@ -723,9 +730,11 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
  *		version.
  */
 static int64
-AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
-			 int64 expected_version, NewEvent *events, int count, bool is_batch)
+AppendEvents(FunctionCallInfo fcinfo, NewEvent *events, int count, bool is_batch)
 {
+	text	   *stream_id = PG_GETARG_TEXT_PP(0);
+	bool		expected_is_null = PG_ARGISNULL(1);
+	int64		expected_version = expected_is_null ? 0 : PG_GETARG_INT64(1);
 	const EsCatalog *cat;
 	bool		ids_given = false;
 	int64		new_version;
@@ -813,26 +822,12 @@ AppendEvents(FunctionCallInfo fcinfo, text *stream_id, bool expected_is_null,
 Datum
 es_append(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id;
 	NewEvent	event;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id must not be NULL")));
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event_type must not be NULL")));
-	if (PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("data must not be NULL"),
-				 errhint("Use an empty JSON object for an event without data.")));
-
-	stream_id = PG_GETARG_TEXT_PP(0);
-	ValidateStreamId(stream_id);
-	ValidateExpectedVersion(PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1));
+	RequireArgument(fcinfo, 0, "stream_id");
+	RequireArgument(fcinfo, 2, "event_type");
+	RequireArgument(fcinfo, 3, "data");
+	ValidateTarget(fcinfo);
 
 	memset(&event, 0, sizeof(event));
 	event.event_type = PG_GETARG_TEXT_PP(2);
@@ -849,9 +844,7 @@ es_append(PG_FUNCTION_ARGS)
 		memcpy(event.event_id.data, PG_GETARG_UUID_P(5)->data, UUID_LEN);
 		event.event_id_given = true;
 	}
-	PG_RETURN_INT64(AppendEvents(fcinfo, stream_id, PG_ARGISNULL(1),
-								 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
-								 &event, 1, false));
+	PG_RETURN_INT64(AppendEvents(fcinfo, &event, 1, false));
 }
 
 /*
@@ -861,7 +854,6 @@ es_append(PG_FUNCTION_ARGS)
 Datum
 es_append_batch(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id;
 	Jsonb	   *batch;
 	NewEvent   *events;
 	int			count;
@@ -870,18 +862,9 @@ es_append_batch(PG_FUNCTION_ARGS)
 	JsonbValue	element;
 	int			index = 0;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id must not be NULL")));
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("events must not be NULL")));
-
-	stream_id = PG_GETARG_TEXT_PP(0);
-	ValidateStreamId(stream_id);
-	ValidateExpectedVersion(PG_ARGISNULL(1), PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1));
+	RequireArgument(fcinfo, 0, "stream_id");
+	RequireArgument(fcinfo, 2, "events");
+	ValidateTarget(fcinfo);
 
 	batch = PG_GETARG_JSONB_P(2);
 	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
@@ -905,7 +888,5 @@ es_append_batch(PG_FUNCTION_ARGS)
 		index++;
 	}
 	Assert(index == count);
-	PG_RETURN_INT64(AppendEvents(fcinfo, stream_id, PG_ARGISNULL(1),
-								 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
-								 events, count, true));
+	PG_RETURN_INT64(AppendEvents(fcinfo, events, count, true));
 }
