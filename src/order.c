@@ -62,6 +62,7 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
@@ -442,8 +443,8 @@ NewestReadable(const EsCatalog *cat, int64 after_position)
  *		Waits until es_read_all can return an event after after_position, or
  *		timeout_ms pass; returns the newest readable position, or
  *		after_position on timeout.  Woken by appending transactions as they
- *		end; without preloading it polls (every 10 ms).  Must be called
- *		while connected to SPI.
+ *		end; without preloading, and on a standby, it polls (every 10 ms).
+ *		Must be called while connected to SPI.
  */
 int64
 EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
@@ -451,7 +452,11 @@ EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	int64		newest;
 
-	if (order_shared == NULL)
+	/*
+	 * Without the registry nobody signals us; on a standby the appenders
+	 * are on the primary.  Poll.
+	 */
+	if (order_shared == NULL || RecoveryInProgress())
 	{
 		for (;;)
 		{

@@ -328,6 +328,8 @@ EsNewestEventUpTo(const EsCatalog *cat, int64 after_position, int64 horizon)
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading the newest position failed: %s", SPI_result_code_string(ret));
 	newest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	/* es_wait may come here many times in one call */
+	SPI_freetuptable(SPI_tuptable);
 	return isnull ? after_position : DatumGetInt64(newest);
 }
 
