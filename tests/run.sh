@@ -10,6 +10,7 @@
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
 #   5. the dump check          tests/dump_restore.sh (pg_dump/pg_restore keep everything)
 #   6. notifications           tests/notify.sh
+#   6b. a hot standby          tests/standby.sh (reads work there, appends do not)
 #   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
 # and then, on a second cluster without shared_preload_libraries, the
 # regression tests and the notification test again (the fallbacks).
@@ -54,6 +55,7 @@ run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/
 run_part "memory check (1M-event read)" bash tests/memory.sh
 run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
 run_part "notifications (coalesced, from the worker)" bash tests/notify.sh
+run_part "hot standby: reads work, appends are refused" bash tests/standby.sh
 run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 
