@@ -23,7 +23,7 @@ TESTS = $(sort $(wildcard sql/[0-9][0-9][0-9]_*.sql))
 REGRESS = $(patsubst sql/%.sql,%,$(TESTS))
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
-EXTRA_CLEAN = tests/stress/es_stress
+EXTRA_CLEAN = tests/stress/es_stress tests/follower/es_follower
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src

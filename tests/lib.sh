@@ -13,6 +13,9 @@
 #                         PGDATABASE and ES_CLUSTER_DIR.  es is preloaded
 #                         (shared_preload_libraries) unless ES_PRELOAD=0.
 #   es_cluster_stop       stop it (also runs on exit)
+#   es_build_client OUTPUT SOURCE...
+#                         compile a libpq test program, with the library the
+#                         test programs share (tests/common/es_client.c)
 
 set -euo pipefail
 
@@ -62,6 +65,26 @@ es_build() {
 es_setup() {
 	es_install_packages
 	es_build
+}
+
+# Compiles SOURCE... and tests/common/es_client.c into OUTPUT, warnings being
+# errors, against the libpq that $PG_CONFIG (default: this major's
+# pg_config) names, or else pkg-config's.
+es_build_client() {
+	local output=$1
+	shift
+	local pg_config=${PG_CONFIG:-$ES_PG_BIN/pg_config}
+	local cflags libs
+	if [ -x "$pg_config" ]; then
+		cflags="-I$("$pg_config" --includedir)"
+		libs="-L$("$pg_config" --libdir) -lpq"
+	else
+		cflags=$(pkg-config --cflags libpq)
+		libs=$(pkg-config --libs libpq)
+	fi
+	# shellcheck disable=SC2086
+	gcc -O2 -Wall -Wextra -Werror $cflags -I"$ES_ROOT/tests/common" -o "$output" \
+		"$@" "$ES_ROOT/tests/common/es_client.c" $libs -lpthread
 }
 
 es_cluster_stop() {

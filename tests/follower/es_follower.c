@@ -87,7 +87,6 @@
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -98,12 +97,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "libpq-fe.h"
 
-/* Violations printed per check; the rest are only counted. */
-#define MAX_REPORTED_PER_CHECK 20
+#include "es_client.h"
 
 /* Checks a follower makes while it runs (each has a name of its own). */
 #define MAX_RUNTIME_CHECKS 8
@@ -115,8 +112,6 @@
 
 #define TAG_SIZE 48
 #define STREAM_SIZE 64
-#define INT64_TEXT_SIZE 24
-#define MAX_RUN_TAG 32
 
 /* es_wait's timeout, and how early a timeout may come back (clock slack). */
 #define WAIT_TIMEOUT_MS 1000
@@ -137,6 +132,8 @@
 
 #define CONNINFO "fallback_application_name=es_follower"
 
+const char *const es_progname = "follower";
+
 /* A macro's value as a string literal, for SQL text. */
 #define StringOf(x) #x
 #define ValueString(x) StringOf(x)
@@ -154,7 +151,7 @@ typedef struct Options
 	int			streams;
 	long		loops;			/* per writer; 0: as many as fit in seconds */
 	FollowMode	follow;
-	char		run_tag[MAX_RUN_TAG + 1];
+	char		run_tag[ES_MAX_RUN_TAG + 1];
 	const char *sabotage;		/* NULL: none */
 } Options;
 
@@ -274,22 +271,12 @@ typedef struct Follower
 	int			nchecks;
 } Follower;
 
-/* A small growable string. */
-typedef struct StrBuf
-{
-	char	   *data;
-	size_t		len;
-	size_t		size;
-} StrBuf;
-
 /* Set up in main(), read-only while the threads run. */
 static char **stream_names;
 static char *ext_schema;		/* quoted, for SQL text */
-static char run_prefix[MAX_RUN_TAG + 8];	/* "fol<tag>-" */
-static char run_category[MAX_RUN_TAG + 8];	/* "fol<tag>" */
+static char run_prefix[ES_MAX_RUN_TAG + 8];	/* "fol<tag>-" */
+static char run_category[ES_MAX_RUN_TAG + 8];	/* "fol<tag>" */
 static double run_start;
-
-static pthread_mutex_t output_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Written by main() when the writers are done, read by the followers. */
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -298,113 +285,14 @@ static long acked_total = 0;
 
 
 /*
- * Memory, strings, time and randomness
+ * Time, and the writers' state
  */
-
-static void *
-xmalloc(size_t size)
-{
-	void	   *p = malloc(size);
-
-	if (p == NULL)
-	{
-		fprintf(stderr, "follower: out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
-static void *
-xrealloc(void *p, size_t size)
-{
-	p = realloc(p, size);
-	if (p == NULL)
-	{
-		fprintf(stderr, "follower: out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char	   *copy = xmalloc(strlen(s) + 1);
-
-	strcpy(copy, s);
-	return copy;
-}
-
-/* Makes room for one more element in a growable array. */
-static void *
-GrowArray(void *array, int count, int *max, size_t element_size)
-{
-	if (count < *max)
-		return array;
-	*max = *max > 0 ? *max * 2 : 256;
-	return xrealloc(array, (size_t) *max * element_size);
-}
-
-static void
-StrBufAppend(StrBuf *buf, const char *fmt,...)
-{
-	va_list		args;
-	int			n;
-
-	va_start(args, fmt);
-	n = vsnprintf(NULL, 0, fmt, args);
-	va_end(args);
-	if (n < 0)
-	{
-		fprintf(stderr, "follower: vsnprintf failed\n");
-		exit(1);
-	}
-	if (buf->len + n + 1 > buf->size)
-	{
-		while (buf->len + n + 1 > buf->size)
-			buf->size = buf->size > 0 ? buf->size * 2 : 4096;
-		buf->data = xrealloc(buf->data, buf->size);
-	}
-	va_start(args, fmt);
-	vsnprintf(buf->data + buf->len, buf->size - buf->len, fmt, args);
-	va_end(args);
-	buf->len += n;
-}
-
-/* Copies a tag, cut to TAG_SIZE - 1 characters. */
-static void
-CopyTag(char *dst, const char *src)
-{
-	size_t		len = strnlen(src, TAG_SIZE - 1);
-
-	memcpy(dst, src, len);
-	dst[len] = '\0';
-}
-
-static bool
-ParseInt64(const char *s, int64_t *value)
-{
-	char	   *end;
-
-	errno = 0;
-	*value = strtoll(s, &end, 10);
-	return errno == 0 && end != s && *end == '\0';
-}
-
-static double
-Now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Seconds since the run started. */
 static double
 Elapsed(void)
 {
-	return Now() - run_start;
+	return EsNow() - run_start;
 }
 
 static void
@@ -416,46 +304,6 @@ SleepMs(int ms)
 	ts.tv_nsec = (long) (ms % 1000) * 1000000L;
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
-}
-
-static bool
-ReadUrandom(void *buf, size_t len)
-{
-	int			fd = open("/dev/urandom", O_RDONLY);
-	size_t		done = 0;
-
-	if (fd < 0)
-		return false;
-	while (done < len)
-	{
-		ssize_t		n = read(fd, (char *) buf + done, len - done);
-
-		if (n <= 0)
-		{
-			close(fd);
-			return false;
-		}
-		done += n;
-	}
-	close(fd);
-	return true;
-}
-
-/* splitmix64: small, fast, and good enough to pick streams and loop kinds. */
-static uint64_t
-NextRandom(uint64_t *state)
-{
-	uint64_t	z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-	return z ^ (z >> 31);
-}
-
-static int
-RandomInt(uint64_t *state, int n)
-{
-	return (int) (NextRandom(state) % (uint64_t) n);
 }
 
 static void
@@ -472,57 +320,30 @@ GetWriterState(bool *done, long *total)
  * Reporting
  */
 
-/* The error of a failed statement, on one line, without the final newline. */
-static const char *
-ErrorText(PGconn *conn, const PGresult *res, char *buf, size_t size)
-{
-	const char *message = res ? PQresultErrorMessage(res) : "";
-	size_t		len;
-
-	if (message[0] == '\0')
-		message = PQerrorMessage(conn);
-	snprintf(buf, size, "%s", message);
-	len = strlen(buf);
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-		buf[--len] = '\0';
-	for (char *p = buf; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-	return buf;
-}
-
 /* Prints a writer's failure; the writer stops after its current loop. */
 static void
 WriterFail(Writer *w, const char *fmt,...)
 {
-	char		message[2048];
+	char		who[32];
 	va_list		args;
 
+	snprintf(who, sizeof(who), "writer %d", w->id);
 	va_start(args, fmt);
-	vsnprintf(message, sizeof(message), fmt, args);
+	EsVFail(&w->failures, who, fmt, args);
 	va_end(args);
-
-	pthread_mutex_lock(&output_lock);
-	fprintf(stderr, "follower: FAILURE: writer %d: %s\n", w->id, message);
-	pthread_mutex_unlock(&output_lock);
-	w->failures++;
 }
 
 /* Prints a follower's failure (an error, not a violation); it stops. */
 static void
 FollowerFail(Follower *f, const char *fmt,...)
 {
-	char		message[2048];
+	char		who[64];
 	va_list		args;
 
+	snprintf(who, sizeof(who), "%s follower", f->name);
 	va_start(args, fmt);
-	vsnprintf(message, sizeof(message), fmt, args);
+	EsVFail(&f->failures, who, fmt, args);
 	va_end(args);
-
-	pthread_mutex_lock(&output_lock);
-	fprintf(stderr, "follower: FAILURE: %s follower: %s\n", f->name, message);
-	pthread_mutex_unlock(&output_lock);
-	f->failures++;
 }
 
 /* Prints a violation seen while following (the first few of each check). */
@@ -543,17 +364,17 @@ FollowerViolation(Follower *f, const char *check, const char *fmt,...)
 		c->name = check;
 		c->count = 0;
 	}
-	if (c != NULL && c->count++ >= MAX_REPORTED_PER_CHECK)
+	if (c != NULL && c->count++ >= ES_MAX_REPORTED_PER_CHECK)
 		return;
 
 	va_start(args, fmt);
 	vsnprintf(message, sizeof(message), fmt, args);
 	va_end(args);
 
-	pthread_mutex_lock(&output_lock);
+	pthread_mutex_lock(&es_output_lock);
 	printf("follower: VIOLATION (%s): %s: %s\n", check, f->name, message);
 	fflush(stdout);
-	pthread_mutex_unlock(&output_lock);
+	pthread_mutex_unlock(&es_output_lock);
 }
 
 /* After the run: how many of each check's violations were not printed. */
@@ -561,9 +382,9 @@ static void
 PrintUnreported(const Follower *f)
 {
 	for (int i = 0; i < f->nchecks; i++)
-		if (f->checks[i].count > MAX_REPORTED_PER_CHECK)
+		if (f->checks[i].count > ES_MAX_REPORTED_PER_CHECK)
 			printf("follower: VIOLATION (%s): %s: ... and %ld more\n", f->checks[i].name,
-				   f->name, f->checks[i].count - MAX_REPORTED_PER_CHECK);
+				   f->name, f->checks[i].count - ES_MAX_REPORTED_PER_CHECK);
 }
 
 
@@ -571,35 +392,27 @@ PrintUnreported(const Follower *f)
  * Connections
  */
 
+/*
+ * A connection at read committed, where no statement may hang the run; NULL
+ * after printing why if there is none.
+ */
 static PGconn *
 Connect(void)
 {
-	PGconn	   *conn = PQconnectdb(CONNINFO);
+	PGconn	   *conn = EsConnect(CONNINFO);
 	char		error[1024];
-	PGresult   *res;
 
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		fprintf(stderr, "follower: could not connect to the server (PGHOST=%s, PGPORT=%s, PGDATABASE=%s): %s\n",
-				getenv("PGHOST") ? getenv("PGHOST") : "",
-				getenv("PGPORT") ? getenv("PGPORT") : "",
-				getenv("PGDATABASE") ? getenv("PGDATABASE") : "",
-				ErrorText(conn, NULL, error, sizeof(error)));
-		PQfinish(conn);
+	if (conn == NULL)
 		return NULL;
-	}
 
 	/* What the contract is written for; and nothing may hang the run. */
-	res = PQexec(conn, "SET default_transaction_isolation = 'read committed'; "
-				 STATEMENT_TIMEOUT);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	if (!EsTryCommand(conn, "SET default_transaction_isolation = 'read committed'; "
+					  STATEMENT_TIMEOUT, error, sizeof(error)))
 	{
-		fprintf(stderr, "follower: SET failed: %s\n", ErrorText(conn, res, error, sizeof(error)));
-		PQclear(res);
+		fprintf(stderr, "follower: SET failed: %s\n", error);
 		PQfinish(conn);
 		return NULL;
 	}
-	PQclear(res);
 	return conn;
 }
 
@@ -616,44 +429,12 @@ Prepare(PGconn *conn, const char *name, const char *sql_format)
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
 		fprintf(stderr, "follower: preparing %s failed: %s\n", sql,
-				ErrorText(conn, res, error, sizeof(error)));
+				EsErrorText(conn, res, error, sizeof(error)));
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
 	return true;
-}
-
-/* Runs one statement that must succeed; prints its error otherwise. */
-static PGresult *
-Query(PGconn *conn, const char *sql, int nparams, const char *const *params,
-	  ExecStatusType expected_status)
-{
-	PGresult   *res;
-	char		error[1024];
-
-	/* PQexec for several statements at once; they take no parameters. */
-	if (nparams == 0)
-		res = PQexec(conn, sql);
-	else
-		res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != expected_status)
-	{
-		fprintf(stderr, "follower: query failed: %s\n  query: %s\n",
-				ErrorText(conn, res, error, sizeof(error)), sql);
-		PQclear(res);
-		return NULL;
-	}
-	return res;
-}
-
-static bool
-Command(PGconn *conn, const char *sql, int nparams, const char *const *params)
-{
-	PGresult   *res = Query(conn, sql, nparams, params, PGRES_COMMAND_OK);
-
-	PQclear(res);
-	return res != NULL;
 }
 
 
@@ -667,9 +448,9 @@ RecordAcked(Writer *w, const char *tag, int stream, double committed_at,
 {
 	AckedEvent *e;
 
-	w->acked = GrowArray(w->acked, w->nacked, &w->maxacked, sizeof(AckedEvent));
+	w->acked = EsGrowArray(w->acked, w->nacked, &w->maxacked, sizeof(AckedEvent));
 	e = &w->acked[w->nacked++];
-	CopyTag(e->tag, tag);
+	EsCopyString(e->tag, tag, TAG_SIZE);
 	e->stream = stream;
 	e->committed_at = committed_at;
 	e->kind = kind;
@@ -680,25 +461,24 @@ RecordUnacked(Writer *w, const char *tag, int stream, const char *reason)
 {
 	UnackedEvent *e;
 
-	w->unacked = GrowArray(w->unacked, w->nunacked, &w->maxunacked,
-						   sizeof(UnackedEvent));
+	w->unacked = EsGrowArray(w->unacked, w->nunacked, &w->maxunacked,
+							 sizeof(UnackedEvent));
 	e = &w->unacked[w->nunacked++];
-	CopyTag(e->tag, tag);
+	EsCopyString(e->tag, tag, TAG_SIZE);
 	e->stream = stream;
 	e->reason = reason;
 }
 
+/* BEGIN, COMMIT or ROLLBACK; a failure is reported here (see EsTryCommand). */
 static bool
 WriterCommand(Writer *w, const char *sql)
 {
-	PGresult   *res = PQexec(w->conn, sql);
-	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	char		error[1024];
 
-	if (!ok)
-		WriterFail(w, "%s failed: %s", sql, ErrorText(w->conn, res, error, sizeof(error)));
-	PQclear(res);
-	return ok;
+	if (EsTryCommand(w->conn, sql, error, sizeof(error)))
+		return true;
+	WriterFail(w, "%s failed: %s", sql, error);
+	return false;
 }
 
 /*
@@ -759,9 +539,9 @@ AppendEvents(Writer *w, const Plan *p, int part, int loop, int first_index,
 	res = PQexecPrepared(w->conn, statement, nparams, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		WriterFail(w, "es_append of %d events to %s failed: %s", count, params[0],
-				   ErrorText(w->conn, res, error, sizeof(error)));
+				   EsErrorText(w->conn, res, error, sizeof(error)));
 	else if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
-			 !ParseInt64(PQgetvalue(res, 0, 0), &version))
+			 !EsParseInt64(PQgetvalue(res, 0, 0), &version))
 		WriterFail(w, "es_append of %d events to %s returned no version", count, params[0]);
 	else if (version < count)
 		WriterFail(w, "es_append of %d events to %s returned version %" PRId64,
@@ -809,24 +589,12 @@ RunPlan(Writer *w, int loop, const Plan *p)
 		return ok;
 	}
 
-	if (p->explicit_tx)
-	{
-		PGresult   *res = PQexec(w->conn, "COMMIT");
-		char		error[1024];
-
-		/* COMMIT of a failed transaction "succeeds" as ROLLBACK. */
-		if (PQresultStatus(res) != PGRES_COMMAND_OK ||
-			strcmp(PQcmdStatus(res), "COMMIT") != 0)
-		{
-			/* The outcome is unknown: the events are neither acked nor unacked. */
-			WriterFail(w, "COMMIT failed: %s",
-					   PQresultStatus(res) == PGRES_COMMAND_OK ? PQcmdStatus(res) :
-					   ErrorText(w->conn, res, error, sizeof(error)));
-			PQclear(res);
-			return false;
-		}
-		PQclear(res);
-	}
+	/*
+	 * If COMMIT fails (see EsTryCommand), the outcome is unknown: the events
+	 * are neither acked nor unacked.
+	 */
+	if (p->explicit_tx && !WriterCommand(w, "COMMIT"))
+		return false;
 	committed_at = Elapsed();
 	for (int i = 0; i < ntags; i++)
 		RecordAcked(w, tags[i], tag_streams[i], committed_at, p->kind);
@@ -838,8 +606,8 @@ static void
 PickTwoStreams(Writer *w, int *streams)
 {
 	int			n = w->opt->streams;
-	int			s1 = RandomInt(&w->rng, n);
-	int			s2 = (s1 + 1 + RandomInt(&w->rng, n - 1)) % n;
+	int			s1 = EsRandomInt(&w->rng, n);
+	int			s2 = (s1 + 1 + EsRandomInt(&w->rng, n - 1)) % n;
 
 	streams[0] = s1 < s2 ? s1 : s2;
 	streams[1] = s1 < s2 ? s2 : s1;
@@ -850,11 +618,11 @@ static bool
 RunLoop(Writer *w, int loop)
 {
 	Plan		p = {0};
-	int			dice = RandomInt(&w->rng, 100);
+	int			dice = EsRandomInt(&w->rng, 100);
 	int			events = 0;
 
 	p.nstreams = 1;
-	p.streams[0] = RandomInt(&w->rng, w->opt->streams);
+	p.streams[0] = EsRandomInt(&w->rng, w->opt->streams);
 	p.counts[0] = 1;
 	p.commit = true;
 
@@ -863,30 +631,30 @@ RunLoop(Writer *w, int loop)
 	else if (dice < 50)
 	{
 		p.kind = "Batch";
-		p.counts[0] = 2 + RandomInt(&w->rng, MAX_BATCH - 1);
+		p.counts[0] = 2 + EsRandomInt(&w->rng, MAX_BATCH - 1);
 	}
 	else if (dice < 72)
 	{
 		/* Takes its position(s), then keeps them open while others commit. */
 		p.kind = "Held";
 		p.explicit_tx = true;
-		p.counts[0] = RandomInt(&w->rng, 3) == 0 ? 2 + RandomInt(&w->rng, MAX_BATCH - 1) : 1;
-		p.hold_ms = 1 + RandomInt(&w->rng, 50);
+		p.counts[0] = EsRandomInt(&w->rng, 3) == 0 ? 2 + EsRandomInt(&w->rng, MAX_BATCH - 1) : 1;
+		p.hold_ms = 1 + EsRandomInt(&w->rng, 50);
 	}
 	else if (dice < 85)
 	{
 		p.kind = "RolledBack";
 		p.explicit_tx = true;
 		p.commit = false;
-		if (RandomInt(&w->rng, 3) == 0)
+		if (EsRandomInt(&w->rng, 3) == 0)
 		{
 			p.nstreams = 2;
 			PickTwoStreams(w, p.streams);
 			p.counts[1] = 1;
 		}
 		else
-			p.counts[0] = RandomInt(&w->rng, 2) == 0 ? 1 : 2 + RandomInt(&w->rng, MAX_BATCH - 1);
-		p.hold_ms = RandomInt(&w->rng, 21);
+			p.counts[0] = EsRandomInt(&w->rng, 2) == 0 ? 1 : 2 + EsRandomInt(&w->rng, MAX_BATCH - 1);
+		p.hold_ms = EsRandomInt(&w->rng, 21);
 	}
 	else
 	{
@@ -894,9 +662,9 @@ RunLoop(Writer *w, int loop)
 		p.explicit_tx = true;
 		p.nstreams = 2;
 		PickTwoStreams(w, p.streams);
-		p.counts[0] = 1 + RandomInt(&w->rng, 2);
-		p.counts[1] = 1 + RandomInt(&w->rng, 2);
-		p.hold_ms = RandomInt(&w->rng, 11);
+		p.counts[0] = 1 + EsRandomInt(&w->rng, 2);
+		p.counts[1] = 1 + EsRandomInt(&w->rng, 2);
+		p.hold_ms = EsRandomInt(&w->rng, 11);
 	}
 
 	if (!RunPlan(w, loop, &p))
@@ -938,7 +706,7 @@ WriterMain(void *arg)
 
 	for (int loop = 0; w->opt->loops == 0 || loop < w->opt->loops; loop++)
 	{
-		if (Now() >= deadline || !RunLoop(w, loop))
+		if (EsNow() >= deadline || !RunLoop(w, loop))
 			break;
 	}
 	return NULL;
@@ -947,11 +715,8 @@ WriterMain(void *arg)
 static bool
 SetUpWriter(Writer *w)
 {
-	if (!ReadUrandom(&w->rng, sizeof(w->rng)))
-	{
-		fprintf(stderr, "follower: could not read /dev/urandom\n");
+	if (!EsSeedRandom(&w->rng))
 		return false;
-	}
 	w->conn = Connect();
 	return w->conn != NULL &&
 		Prepare(w->conn, "append",
@@ -971,9 +736,9 @@ RecordSeen(Follower *f, const char *tag, const char *stream_id,
 {
 	SeenEvent  *e;
 
-	f->seen = GrowArray(f->seen, f->nseen, &f->maxseen, sizeof(SeenEvent));
+	f->seen = EsGrowArray(f->seen, f->nseen, &f->maxseen, sizeof(SeenEvent));
 	e = &f->seen[f->nseen++];
-	CopyTag(e->tag, tag);
+	EsCopyString(e->tag, tag, TAG_SIZE);
 	snprintf(e->stream_id, STREAM_SIZE, "%s", stream_id);
 	e->position = position;
 	e->version = version;
@@ -985,7 +750,7 @@ RecordSeen(Follower *f, const char *tag, const char *stream_id,
 static int64_t
 PickMaxCount(Follower *f)
 {
-	int			dice = RandomInt(&f->rng, 20);
+	int			dice = EsRandomInt(&f->rng, 20);
 
 	if (dice == 0)
 		return 3;
@@ -1002,8 +767,8 @@ PickMaxCount(Follower *f)
 static int
 ReadOnce(Follower *f, int64_t max_count)
 {
-	char		after_text[INT64_TEXT_SIZE];
-	char		max_text[INT64_TEXT_SIZE];
+	char		after_text[ES_INT64_TEXT_SIZE];
+	char		max_text[ES_INT64_TEXT_SIZE];
 	const char *params[3];
 	PGresult   *res;
 	char		error[1024];
@@ -1032,7 +797,7 @@ ReadOnce(Follower *f, int64_t max_count)
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		FollowerFail(f, "%s after %" PRId64 " failed: %s", f->name, after,
-					 ErrorText(f->conn, res, error, sizeof(error)));
+					 EsErrorText(f->conn, res, error, sizeof(error)));
 		PQclear(res);
 		return -1;
 	}
@@ -1054,8 +819,8 @@ ReadOnce(Follower *f, int64_t max_count)
 		int64_t		version;
 		const char *stream_id = PQgetvalue(res, i, 1);
 
-		if (!ParseInt64(PQgetvalue(res, i, 0), &position) ||
-			!ParseInt64(PQgetvalue(res, i, 2), &version))
+		if (!EsParseInt64(PQgetvalue(res, i, 0), &position) ||
+			!EsParseInt64(PQgetvalue(res, i, 2), &version))
 		{
 			FollowerFail(f, "read #%ld returned a row without position or version", f->stats.reads);
 			PQclear(res);
@@ -1111,8 +876,8 @@ static bool
 Wait(Follower *f, int64_t *horizon, int64_t *target, bool *timed_out)
 {
 	int64_t		after = f->category ? *horizon : f->last;
-	char		after_text[INT64_TEXT_SIZE];
-	char		timeout_text[INT64_TEXT_SIZE];
+	char		after_text[ES_INT64_TEXT_SIZE];
+	char		timeout_text[ES_INT64_TEXT_SIZE];
 	const char *params[2];
 	PGresult   *res;
 	char		error[1024];
@@ -1126,18 +891,18 @@ Wait(Follower *f, int64_t *horizon, int64_t *target, bool *timed_out)
 	snprintf(timeout_text, sizeof(timeout_text), "%d", WAIT_TIMEOUT_MS);
 	params[0] = after_text;
 	params[1] = timeout_text;
-	started = Now();
+	started = EsNow();
 	res = PQexecPrepared(f->conn, "wait", 2, params, NULL, NULL, 0);
-	took = Now() - started;
+	took = EsNow() - started;
 	f->stats.waits++;
 	f->stats.wait_seconds += took;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
-		PQgetisnull(res, 0, 0) || !ParseInt64(PQgetvalue(res, 0, 0), &returned))
+		PQgetisnull(res, 0, 0) || !EsParseInt64(PQgetvalue(res, 0, 0), &returned))
 	{
 		FollowerFail(f, "es_wait(%" PRId64 ", %d) failed: %s", after, WAIT_TIMEOUT_MS,
 					 PQresultStatus(res) == PGRES_TUPLES_OK ? "no position returned" :
-					 ErrorText(f->conn, res, error, sizeof(error)));
+					 EsErrorText(f->conn, res, error, sizeof(error)));
 		PQclear(res);
 		return false;
 	}
@@ -1209,13 +974,13 @@ FollowerMain(void *arg)
 		if (done)
 		{
 			if (catch_up_deadline == 0)
-				catch_up_deadline = Now() + CATCH_UP_SECONDS;
-			else if (Now() > catch_up_deadline)
+				catch_up_deadline = EsNow() + CATCH_UP_SECONDS;
+			else if (EsNow() > catch_up_deadline)
 			{
-				pthread_mutex_lock(&output_lock);
+				pthread_mutex_lock(&es_output_lock);
 				printf("follower: %s follower gave up catching up after %d s, with %d of %ld acknowledged events seen\n",
 					   f->name, CATCH_UP_SECONDS, f->nseen, total);
-				pthread_mutex_unlock(&output_lock);
+				pthread_mutex_unlock(&es_output_lock);
 				break;
 			}
 			if (rows == 0 && f->nseen >= total)
@@ -1229,7 +994,7 @@ FollowerMain(void *arg)
 
 		if (f->opt->follow == FOLLOW_SLEEP)
 		{
-			SleepMs(1 + RandomInt(&f->rng, 5));
+			SleepMs(1 + EsRandomInt(&f->rng, 5));
 			f->stats.sleeps++;
 		}
 		else if (!Wait(f, &horizon, &target, &timed_out))
@@ -1241,11 +1006,8 @@ FollowerMain(void *arg)
 static bool
 SetUpFollower(Follower *f)
 {
-	if (!ReadUrandom(&f->rng, sizeof(f->rng)))
-	{
-		fprintf(stderr, "follower: could not read /dev/urandom\n");
+	if (!EsSeedRandom(&f->rng))
 		return false;
-	}
 	f->conn = Connect();
 	if (f->conn == NULL)
 		return false;
@@ -1275,27 +1037,17 @@ SetUpExtension(PGconn *conn)
 {
 	PGresult   *res;
 
-	if (!Command(conn, "SET client_min_messages = warning", 0, NULL) ||
-		!Command(conn, "CREATE EXTENSION IF NOT EXISTS es", 0, NULL))
-		return false;
-	res = Query(conn,
-				"SELECT pg_catalog.quote_ident(n.nspname), "
-				"pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_read_all(bigint, bigint, text[])') IS NOT NULL, "
-				"pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_read_category(text, bigint, bigint, integer, integer)') IS NOT NULL, "
-				"pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_wait(bigint, integer)') IS NOT NULL "
-				"FROM pg_catalog.pg_extension e "
-				"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-				"WHERE e.extname = 'es'",
-				0, NULL, PGRES_TUPLES_OK);
+	res = EsSetUpExtension(conn,
+						   "SELECT pg_catalog.quote_ident(n.nspname), "
+						   "pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_read_all(bigint, bigint, text[])') IS NOT NULL, "
+						   "pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_read_category(text, bigint, bigint, integer, integer)') IS NOT NULL, "
+						   "pg_catalog.to_regprocedure(pg_catalog.quote_ident(n.nspname) || '.es_wait(bigint, integer)') IS NOT NULL "
+						   "FROM pg_catalog.pg_extension e "
+						   "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+						   "WHERE e.extname = 'es'");
 	if (res == NULL)
 		return false;
-	if (PQntuples(res) != 1)
-	{
-		fprintf(stderr, "follower: extension es not found after CREATE EXTENSION\n");
-		PQclear(res);
-		return false;
-	}
-	ext_schema = xstrdup(PQgetvalue(res, 0, 0));
+	ext_schema = EsStrdup(PQgetvalue(res, 0, 0));
 	if (strcmp(PQgetvalue(res, 0, 1), "t") != 0 || strcmp(PQgetvalue(res, 0, 2), "t") != 0 ||
 		strcmp(PQgetvalue(res, 0, 3), "t") != 0)
 	{
@@ -1308,57 +1060,6 @@ SetUpExtension(PGconn *conn)
 	return true;
 }
 
-/* Refuses a run tag that already has streams: the checks would mix runs. */
-static bool
-CheckTagUnused(PGconn *conn)
-{
-	char		sql[512];
-	const char *params[1] = {run_prefix};
-	PGresult   *res;
-	bool		unused;
-
-	snprintf(sql, sizeof(sql),
-			 "SELECT EXISTS (SELECT FROM %s.es_events WHERE pg_catalog.starts_with(stream_id, $1))",
-			 ext_schema);
-	res = Query(conn, sql, 1, params, PGRES_TUPLES_OK);
-	if (res == NULL)
-		return false;
-	unused = strcmp(PQgetvalue(res, 0, 0), "f") == 0;
-	if (!unused)
-		fprintf(stderr, "follower: streams named %s* already exist; choose another --tag\n",
-				run_prefix);
-	PQclear(res);
-	return unused;
-}
-
-static bool
-CopyIn(PGconn *conn, const char *sql, const StrBuf *rows)
-{
-	PGresult   *res = PQexec(conn, sql);
-	char		error[1024];
-	bool		ok;
-
-	if (PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		fprintf(stderr, "follower: %s failed: %s\n", sql, ErrorText(conn, res, error, sizeof(error)));
-		PQclear(res);
-		return false;
-	}
-	PQclear(res);
-	ok = (rows->len == 0 || PQputCopyData(conn, rows->data, (int) rows->len) == 1) &&
-		PQputCopyEnd(conn, NULL) == 1;
-	res = PQgetResult(conn);
-	if (!ok || PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		fprintf(stderr, "follower: %s failed: %s\n", sql, ErrorText(conn, res, error, sizeof(error)));
-		ok = false;
-	}
-	PQclear(res);
-	while ((res = PQgetResult(conn)) != NULL)
-		PQclear(res);
-	return ok;
-}
-
 /*
  * LoadRun
  *		Loads what the writers and followers recorded, the run's rows of
@@ -1369,9 +1070,9 @@ static bool
 LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 		int nfollowers)
 {
-	StrBuf		acked = {0};
-	StrBuf		unacked = {0};
-	StrBuf		seen = {0};
+	EsStrBuf	acked = {0};
+	EsStrBuf	unacked = {0};
+	EsStrBuf	seen = {0};
 	const char *params[1] = {run_prefix};
 	const char *category_params[1] = {run_category};
 	char		sql[2048];
@@ -1382,12 +1083,12 @@ LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 		Writer	   *w = &writers[i];
 
 		for (int j = 0; j < w->nacked; j++)
-			StrBufAppend(&acked, "%s\t%s\t%.6f\t%s\n", w->acked[j].tag,
-						 stream_names[w->acked[j].stream], w->acked[j].committed_at,
-						 w->acked[j].kind);
+			EsStrBufAppend(&acked, "%s\t%s\t%.6f\t%s\n", w->acked[j].tag,
+						   stream_names[w->acked[j].stream], w->acked[j].committed_at,
+						   w->acked[j].kind);
 		for (int j = 0; j < w->nunacked; j++)
-			StrBufAppend(&unacked, "%s\t%s\t%s\n", w->unacked[j].tag,
-						 stream_names[w->unacked[j].stream], w->unacked[j].reason);
+			EsStrBufAppend(&unacked, "%s\t%s\t%s\n", w->unacked[j].tag,
+						   stream_names[w->unacked[j].stream], w->unacked[j].reason);
 	}
 	for (int i = 0; i < nfollowers; i++)
 	{
@@ -1397,25 +1098,25 @@ LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 		{
 			SeenEvent  *e = &f->seen[j];
 
-			StrBufAppend(&seen, "%s\t%d\t%ld\t%s\t%" PRId64 "\t%s\t%" PRId64 "\t%.6f\n",
-						 f->name, j + 1, e->read_no, e->tag[0] ? e->tag : "\\N",
-						 e->position, e->stream_id, e->version, e->seen_at);
+			EsStrBufAppend(&seen, "%s\t%d\t%ld\t%s\t%" PRId64 "\t%s\t%" PRId64 "\t%.6f\n",
+						   f->name, j + 1, e->read_no, e->tag[0] ? e->tag : "\\N",
+						   e->position, e->stream_id, e->version, e->seen_at);
 		}
 	}
 
-	ok = Command(conn,
-				 "CREATE TEMP TABLE fol_acked (tag text, stream_id text, committed_at float8, kind text); "
-				 "CREATE TEMP TABLE fol_unacked (tag text, stream_id text, reason text); "
-				 "CREATE TEMP TABLE fol_seen (follower text, seq int, read_no bigint, tag text, "
-				 "global_position bigint, stream_id text, version bigint, seen_at float8); "
-				 "CREATE TEMP TABLE fol_followers (follower text); "
-				 "CREATE TEMP TABLE fol_stored (global_position bigint, stream_id text, version bigint, tag text); "
-				 "CREATE TEMP TABLE fol_group (member int, seq bigint, global_position bigint, "
-				 "stream_id text, version bigint, tag text)",
-				 0, NULL) &&
-		CopyIn(conn, "COPY fol_acked FROM STDIN", &acked) &&
-		CopyIn(conn, "COPY fol_unacked FROM STDIN", &unacked) &&
-		CopyIn(conn, "COPY fol_seen FROM STDIN", &seen);
+	ok = EsCommand(conn,
+				   "CREATE TEMP TABLE fol_acked (tag text, stream_id text, committed_at float8, kind text); "
+				   "CREATE TEMP TABLE fol_unacked (tag text, stream_id text, reason text); "
+				   "CREATE TEMP TABLE fol_seen (follower text, seq int, read_no bigint, tag text, "
+				   "global_position bigint, stream_id text, version bigint, seen_at float8); "
+				   "CREATE TEMP TABLE fol_followers (follower text); "
+				   "CREATE TEMP TABLE fol_stored (global_position bigint, stream_id text, version bigint, tag text); "
+				   "CREATE TEMP TABLE fol_group (member int, seq bigint, global_position bigint, "
+				   "stream_id text, version bigint, tag text)",
+				   0, NULL) &&
+		EsCopyIn(conn, "COPY fol_acked FROM STDIN", &acked) &&
+		EsCopyIn(conn, "COPY fol_unacked FROM STDIN", &unacked) &&
+		EsCopyIn(conn, "COPY fol_seen FROM STDIN", &seen);
 	free(acked.data);
 	free(unacked.data);
 	free(seen.data);
@@ -1426,7 +1127,7 @@ LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 	{
 		const char *name[1] = {followers[i].name};
 
-		if (!Command(conn, "INSERT INTO fol_followers VALUES ($1)", 1, name))
+		if (!EsCommand(conn, "INSERT INTO fol_followers VALUES ($1)", 1, name))
 			return false;
 	}
 
@@ -1435,7 +1136,7 @@ LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 			 "SELECT global_position, stream_id, version, metadata->>'tag' "
 			 "FROM %s.es_events WHERE pg_catalog.starts_with(stream_id, $1)",
 			 ext_schema);
-	if (!Command(conn, sql, 1, params))
+	if (!EsCommand(conn, sql, 1, params))
 		return false;
 
 	snprintf(sql, sizeof(sql),
@@ -1444,19 +1145,18 @@ LoadRun(PGconn *conn, Writer *writers, int nwriters, Follower *followers,
 			 "FROM pg_catalog.generate_series(0, %d) AS k, "
 			 "LATERAL %s.es_read_category($1::text, 0, %d, k, %d) WITH ORDINALITY AS r",
 			 GROUP_SIZE - 1, ext_schema, GROUP_MAX_COUNT, GROUP_SIZE);
-	if (!Command(conn, sql, 1, category_params))
+	if (!EsCommand(conn, sql, 1, category_params))
 		return false;
 
-	return Command(conn, "ANALYZE fol_acked, fol_unacked, fol_seen, fol_stored, fol_group",
-				   0, NULL);
+	return EsCommand(conn, "ANALYZE fol_acked, fol_unacked, fol_seen, fol_stored, fol_group",
+					 0, NULL);
 }
 
-/* Each check returns one row, one text column, per violation. */
-static const struct
-{
-	const char *name;
-	const char *sql;
-}			checks[] =
+/*
+ * Each check returns one row, one text column, per violation; $1 is the
+ * run's category.
+ */
+static const EsCheck checks[] =
 {
 	{"position not increasing",
 		"SELECT format('%s follower: read #%s returned position %s (%s) after position %s', "
@@ -1548,38 +1248,6 @@ static const struct
 		"ORDER BY member, seq"},
 };
 
-/* Runs every check and prints its violations; returns how many there were. */
-static long
-RunChecks(PGconn *conn)
-{
-	long		violations = 0;
-	const char *params[1] = {run_category};
-
-	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
-	{
-		PGresult   *res;
-		int			rows;
-		bool		takes_category = strstr(checks[i].sql, "$1") != NULL;
-
-		res = Query(conn, checks[i].sql, takes_category ? 1 : 0, params, PGRES_TUPLES_OK);
-		if (res == NULL)
-		{
-			fprintf(stderr, "follower: check \"%s\" could not run\n", checks[i].name);
-			violations++;
-			continue;
-		}
-		rows = PQntuples(res);
-		for (int r = 0; r < rows && r < MAX_REPORTED_PER_CHECK; r++)
-			printf("follower: VIOLATION (%s): %s\n", checks[i].name, PQgetvalue(res, r, 0));
-		if (rows > MAX_REPORTED_PER_CHECK)
-			printf("follower: VIOLATION (%s): ... and %d more\n", checks[i].name,
-				   rows - MAX_REPORTED_PER_CHECK);
-		violations += rows;
-		PQclear(res);
-	}
-	return violations;
-}
-
 /*
  * PrintLatencies
  *		For each follower, the time from a writer's COMMIT returning to the
@@ -1590,16 +1258,16 @@ RunChecks(PGconn *conn)
 static long
 PrintLatencies(PGconn *conn, FollowMode follow)
 {
-	PGresult   *res = Query(conn,
-							"SELECT follower, count(*), "
-							"to_char(percentile_disc(0.5) WITHIN GROUP (ORDER BY lag), 'FM9999990.0'), "
-							"to_char(percentile_disc(0.99) WITHIN GROUP (ORDER BY lag), 'FM9999990.0'), "
-							"to_char(max(lag), 'FM9999990.0'), count(*) FILTER (WHERE early), "
-							"percentile_disc(0.5) WITHIN GROUP (ORDER BY lag) > " ValueString(MAX_WAIT_MEDIAN_MS) " "
-							"FROM (SELECT s.follower, greatest(s.seen_at - a.committed_at, 0) * 1000 AS lag, "
-							"s.seen_at < a.committed_at AS early FROM fol_seen s JOIN fol_acked a USING (tag)) x "
-							"GROUP BY follower ORDER BY follower",
-							0, NULL, PGRES_TUPLES_OK);
+	PGresult   *res = EsQuery(conn,
+							  "SELECT follower, count(*), "
+							  "to_char(percentile_disc(0.5) WITHIN GROUP (ORDER BY lag), 'FM9999990.0'), "
+							  "to_char(percentile_disc(0.99) WITHIN GROUP (ORDER BY lag), 'FM9999990.0'), "
+							  "to_char(max(lag), 'FM9999990.0'), count(*) FILTER (WHERE early), "
+							  "percentile_disc(0.5) WITHIN GROUP (ORDER BY lag) > " ValueString(MAX_WAIT_MEDIAN_MS) " "
+							  "FROM (SELECT s.follower, greatest(s.seen_at - a.committed_at, 0) * 1000 AS lag, "
+							  "s.seen_at < a.committed_at AS early FROM fol_seen s JOIN fol_acked a USING (tag)) x "
+							  "GROUP BY follower ORDER BY follower",
+							  0, NULL, PGRES_TUPLES_OK);
 	long		violations = 0;
 
 	if (res == NULL)
@@ -1627,12 +1295,12 @@ PrintScenario(PGconn *conn)
 {
 	PGresult   *res;
 
-	res = Query(conn,
-				"SELECT count(*), count(*) FILTER (WHERE global_position < previous_max) "
-				"FROM (SELECT st.global_position, max(st.global_position) OVER "
-				"(ORDER BY a.committed_at, st.global_position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) "
-				"AS previous_max FROM fol_acked a JOIN fol_stored st USING (tag)) x",
-				0, NULL, PGRES_TUPLES_OK);
+	res = EsQuery(conn,
+				  "SELECT count(*), count(*) FILTER (WHERE global_position < previous_max) "
+				  "FROM (SELECT st.global_position, max(st.global_position) OVER "
+				  "(ORDER BY a.committed_at, st.global_position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) "
+				  "AS previous_max FROM fol_acked a JOIN fol_stored st USING (tag)) x",
+				  0, NULL, PGRES_TUPLES_OK);
 	if (res != NULL)
 	{
 		printf("follower: %s events stored; %s of them committed after an event with a higher position had "
@@ -1640,10 +1308,10 @@ PrintScenario(PGconn *conn)
 			   PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
 		PQclear(res);
 	}
-	res = Query(conn,
-				"SELECT string_agg(format('member %s: %s events of %s streams', member, n, s), '; ' ORDER BY member) "
-				"FROM (SELECT member, count(*) AS n, count(DISTINCT stream_id) AS s FROM fol_group GROUP BY 1) g",
-				0, NULL, PGRES_TUPLES_OK);
+	res = EsQuery(conn,
+				  "SELECT string_agg(format('member %s: %s events of %s streams', member, n, s), '; ' ORDER BY member) "
+				  "FROM (SELECT member, count(*) AS n, count(DISTINCT stream_id) AS s FROM fol_group GROUP BY 1) g",
+				  0, NULL, PGRES_TUPLES_OK);
 	if (res != NULL)
 	{
 		printf("follower: consumer groups of %d over %s: %s\n", GROUP_SIZE, run_category,
@@ -1677,12 +1345,12 @@ Sabotage(PGconn *conn, const char *kind, Writer *writers, int nwriters,
 {
 	if (strcmp(kind, "group") == 0)
 	{
-		if (!Command(conn,
-					 "UPDATE fol_group SET member = (member + 1) % " ValueString(GROUP_SIZE) " "
-					 "WHERE ctid = (SELECT ctid FROM fol_group WHERE stream_id IN "
-					 "(SELECT stream_id FROM fol_group GROUP BY 1 HAVING count(*) > 1) "
-					 "ORDER BY member, seq LIMIT 1)",
-					 0, NULL))
+		if (!EsCommand(conn,
+					   "UPDATE fol_group SET member = (member + 1) % " ValueString(GROUP_SIZE) " "
+					   "WHERE ctid = (SELECT ctid FROM fol_group WHERE stream_id IN "
+					   "(SELECT stream_id FROM fol_group GROUP BY 1 HAVING count(*) > 1) "
+					   "ORDER BY member, seq LIMIT 1)",
+					   0, NULL))
 			return false;
 		printf("follower: sabotage: moved one event to another consumer group member\n");
 		return true;
@@ -1777,23 +1445,6 @@ Usage(FILE *out)
 }
 
 static bool
-ParseCount(const char *arg, const char *name, long min, long max, long *value)
-{
-	char	   *end;
-	long		n;
-
-	errno = 0;
-	n = strtol(arg, &end, 10);
-	if (errno != 0 || end == arg || *end != '\0' || n < min || n > max)
-	{
-		fprintf(stderr, "follower: --%s must be a whole number from %ld to %ld\n", name, min, max);
-		return false;
-	}
-	*value = n;
-	return true;
-}
-
-static bool
 ParseOptions(int argc, char **argv, Options *opt)
 {
 	static const struct option long_options[] = {
@@ -1834,47 +1485,32 @@ ParseOptions(int argc, char **argv, Options *opt)
 				}
 				break;
 			case 's':
-				if (!ParseCount(optarg, "seconds", 1, 3600, &n))
+				if (!EsParseCount(optarg, "seconds", 1, 3600, &n))
 					return false;
 				opt->seconds = (int) n;
 				break;
 			case 'w':
-				if (!ParseCount(optarg, "writers", 1, 64, &n))
+				if (!EsParseCount(optarg, "writers", 1, 64, &n))
 					return false;
 				opt->writers = (int) n;
 				break;
 			case 'n':
-				if (!ParseCount(optarg, "streams", 2, 10000, &n))
+				if (!EsParseCount(optarg, "streams", 2, 10000, &n))
 					return false;
 				opt->streams = (int) n;
 				break;
 			case 'l':
-				if (!ParseCount(optarg, "loops", 0, 100000000, &opt->loops))
+				if (!EsParseCount(optarg, "loops", 0, 100000000, &opt->loops))
 					return false;
 				break;
 			case 't':
-				if (strlen(optarg) == 0 || strlen(optarg) > MAX_RUN_TAG ||
-					strspn(optarg, "0123456789abcdefghijklmnopqrstuvwxyz") != strlen(optarg))
-				{
-					fprintf(stderr, "follower: --tag must be 1 to %d characters of [0-9a-z]\n",
-							MAX_RUN_TAG);
+				if (!EsParseRunTag(optarg, opt->run_tag))
 					return false;
-				}
-				strcpy(opt->run_tag, optarg);
 				break;
 			case 'S':
-				{
-					bool		known = false;
-
-					for (int i = 0; sabotage_kinds[i] != NULL; i++)
-						known |= strcmp(optarg, sabotage_kinds[i]) == 0;
-					if (!known)
-					{
-						fprintf(stderr, "follower: unknown --sabotage kind \"%s\"\n", optarg);
-						return false;
-					}
-					opt->sabotage = optarg;
-				}
+				if (!EsKnownSabotage(optarg, sabotage_kinds))
+					return false;
+				opt->sabotage = optarg;
 				break;
 			case 'h':
 				Usage(stdout);
@@ -1944,18 +1580,8 @@ main(int argc, char **argv)
 
 	if (!ParseOptions(argc, argv, &opt))
 		return 2;
-	if (opt.run_tag[0] == '\0')
-	{
-		unsigned char b[6];
-
-		if (!ReadUrandom(b, sizeof(b)))
-		{
-			fprintf(stderr, "follower: could not read /dev/urandom\n");
-			return 1;
-		}
-		snprintf(opt.run_tag, sizeof(opt.run_tag), "%02x%02x%02x%02x%02x%02x",
-				 b[0], b[1], b[2], b[3], b[4], b[5]);
-	}
+	if (opt.run_tag[0] == '\0' && !EsRandomRunTag(opt.run_tag))
+		return 1;
 	snprintf(run_category, sizeof(run_category), "fol%s", opt.run_tag);
 	snprintf(run_prefix, sizeof(run_prefix), "fol%s-", opt.run_tag);
 
@@ -1963,17 +1589,10 @@ main(int argc, char **argv)
 	if (conn == NULL)
 		return 1;
 	memset(followers, 0, sizeof(followers));
-	if (!SetUpExtension(conn) || !CheckTagUnused(conn))
+	if (!SetUpExtension(conn) || !EsRunPrefixUnused(conn, ext_schema, run_prefix))
 		goto done;
 
-	stream_names = xmalloc(sizeof(char *) * opt.streams);
-	for (int i = 0; i < opt.streams; i++)
-	{
-		char		name[STREAM_SIZE];
-
-		snprintf(name, sizeof(name), "%s%d", run_prefix, i);
-		stream_names[i] = xstrdup(name);
-	}
+	stream_names = EsMakeStreamNames(run_prefix, opt.streams);
 
 	printf("follower: run %s: %d writers for %d s over %d streams (%s*), --follow %s\n",
 		   opt.run_tag, opt.writers, opt.seconds, opt.streams, run_prefix,
@@ -2003,7 +1622,7 @@ main(int argc, char **argv)
 			goto done;
 	}
 
-	run_start = Now();
+	run_start = EsNow();
 	for (; followers_started < nfollowers; followers_started++)
 	{
 		int			err = pthread_create(&followers[followers_started].thread, NULL,
@@ -2086,7 +1705,7 @@ main(int argc, char **argv)
 
 	PrintScenario(conn);
 	violations += PrintLatencies(conn, opt.follow);
-	violations += RunChecks(conn);
+	violations += EsRunChecks(conn, checks, sizeof(checks) / sizeof(checks[0]), run_category);
 
 	if (failures == 0 && violations == 0)
 	{
@@ -2114,10 +1733,7 @@ done:
 			PQfinish(followers[i].conn);
 		free(followers[i].seen);
 	}
-	if (stream_names != NULL)
-		for (int i = 0; i < opt.streams; i++)
-			free(stream_names[i]);
-	free(stream_names);
+	EsFreeStreamNames(stream_names, opt.streams);
 	free(ext_schema);
 	PQfinish(conn);
 	fflush(stdout);

@@ -17,22 +17,13 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
-if [ -x "$PG_CONFIG" ]; then
-	cflags="-I$("$PG_CONFIG" --includedir)"
-	libs="-L$("$PG_CONFIG" --libdir) -lpq"
-else
-	cflags=$(pkg-config --cflags libpq)
-	libs=$(pkg-config --libs libpq)
-fi
-# shellcheck disable=SC2086
-gcc -O2 -Wall -Wextra -Werror $cflags -o "$here/es_follower" "$here/es_follower.c" $libs -lpthread
+es_build_client "$here/es_follower" "$here/es_follower.c"
 
 if [ "${1:-}" = "--cluster" ]; then
 	shift
-	# shellcheck source=../lib.sh
-	source "$here/../lib.sh"
 	es_cluster_start
 fi
 

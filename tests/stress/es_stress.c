@@ -52,8 +52,6 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -63,35 +61,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "libpq-fe.h"
 
+#include "es_client.h"
+
 /* SE409 retries allowed per loop before the loop counts as a failure. */
 #define MAX_CONFLICT_RETRIES 1000
-
-/* Violations printed per check; the rest are only counted. */
-#define MAX_REPORTED_PER_CHECK 20
 
 /* Events in a batch: 2 or 3. */
 #define MAX_BATCH 3
 
 #define TAG_SIZE 48
 #define UUID_SIZE 37			/* 36 characters and the terminator */
-#define INT64_TEXT_SIZE 24
-#define MAX_RUN_TAG 32
 
 #define SQLSTATE_WRONG_EXPECTED_VERSION "SE409"
 
 #define CONNINFO "fallback_application_name=es_stress"
+
+const char *const es_progname = "stress";
 
 typedef struct Options
 {
 	int			clients;
 	int			loops;
 	int			streams;
-	char		run_tag[MAX_RUN_TAG + 1];
+	char		run_tag[ES_MAX_RUN_TAG + 1];
 	const char *sabotage;		/* NULL: none */
 } Options;
 
@@ -189,154 +184,15 @@ typedef struct TransactionArgs
 	bool		commit;
 } TransactionArgs;
 
-/* A small growable string. */
-typedef struct StrBuf
-{
-	char	   *data;
-	size_t		len;
-	size_t		size;
-} StrBuf;
-
 /* Set up in main(), read-only while the clients run. */
 static char **stream_names;
 static char *ext_schema;		/* quoted, for SQL text */
 static char *ext_schema_raw;	/* as is, for parameters */
 
-static pthread_mutex_t output_lock = PTHREAD_MUTEX_INITIALIZER;
-
 
 /*
- * Memory and strings
+ * Randomness and reporting
  */
-
-static void *
-xmalloc(size_t size)
-{
-	void	   *p = malloc(size);
-
-	if (p == NULL)
-	{
-		fprintf(stderr, "stress: out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
-static void *
-xrealloc(void *p, size_t size)
-{
-	p = realloc(p, size);
-	if (p == NULL)
-	{
-		fprintf(stderr, "stress: out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char	   *copy = xmalloc(strlen(s) + 1);
-
-	strcpy(copy, s);
-	return copy;
-}
-
-/* Makes room for one more element in a growable array. */
-static void *
-GrowArray(void *array, int count, int *max, size_t element_size)
-{
-	if (count < *max)
-		return array;
-	*max = *max > 0 ? *max * 2 : 64;
-	return xrealloc(array, (size_t) *max * element_size);
-}
-
-static void
-StrBufAppend(StrBuf *buf, const char *fmt,...)
-{
-	va_list		args;
-	int			n;
-
-	va_start(args, fmt);
-	n = vsnprintf(NULL, 0, fmt, args);
-	va_end(args);
-	if (n < 0)
-	{
-		fprintf(stderr, "stress: vsnprintf failed\n");
-		exit(1);
-	}
-	if (buf->len + n + 1 > buf->size)
-	{
-		while (buf->len + n + 1 > buf->size)
-			buf->size = buf->size > 0 ? buf->size * 2 : 4096;
-		buf->data = xrealloc(buf->data, buf->size);
-	}
-	va_start(args, fmt);
-	vsnprintf(buf->data + buf->len, buf->size - buf->len, fmt, args);
-	va_end(args);
-	buf->len += n;
-}
-
-static bool
-ParseInt64(const char *s, int64_t *value)
-{
-	char	   *end;
-
-	errno = 0;
-	*value = strtoll(s, &end, 10);
-	return errno == 0 && end != s && *end == '\0';
-}
-
-static double
-Now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static bool
-ReadUrandom(void *buf, size_t len)
-{
-	int			fd = open("/dev/urandom", O_RDONLY);
-	size_t		done = 0;
-
-	if (fd < 0)
-		return false;
-	while (done < len)
-	{
-		ssize_t		n = read(fd, (char *) buf + done, len - done);
-
-		if (n <= 0)
-		{
-			close(fd);
-			return false;
-		}
-		done += n;
-	}
-	close(fd);
-	return true;
-}
-
-/* splitmix64: small, fast, and good enough to pick streams and loop kinds. */
-static uint64_t
-NextRandom(uint64_t *state)
-{
-	uint64_t	z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-
-	z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-	return z ^ (z >> 31);
-}
-
-static int
-RandomInt(Client *c, int n)
-{
-	return (int) (NextRandom(&c->rng) % (uint64_t) n);
-}
 
 /* A version 4 UUID from /dev/urandom, as text. */
 static bool
@@ -344,7 +200,7 @@ RandomUuid(char *out)
 {
 	unsigned char b[16];
 
-	if (!ReadUrandom(b, sizeof(b)))
+	if (!EsReadUrandom(b, sizeof(b)))
 		return false;
 	b[6] = (b[6] & 0x0f) | 0x40;
 	b[8] = (b[8] & 0x3f) | 0x80;
@@ -355,45 +211,17 @@ RandomUuid(char *out)
 	return true;
 }
 
-
-/*
- * Reporting
- */
-
 /* Prints a client's failure; the client stops after its current loop. */
 static void
 ClientFail(Client *c, const char *fmt,...)
 {
-	char		message[2048];
+	char		who[32];
 	va_list		args;
 
+	snprintf(who, sizeof(who), "client %d", c->id);
 	va_start(args, fmt);
-	vsnprintf(message, sizeof(message), fmt, args);
+	EsVFail(&c->failures, who, fmt, args);
 	va_end(args);
-
-	pthread_mutex_lock(&output_lock);
-	fprintf(stderr, "stress: FAILURE: client %d: %s\n", c->id, message);
-	pthread_mutex_unlock(&output_lock);
-	c->failures++;
-}
-
-/* The error of a failed statement, on one line, without the final newline. */
-static const char *
-ErrorText(PGconn *conn, const PGresult *res, char *buf, size_t size)
-{
-	const char *message = res ? PQresultErrorMessage(res) : "";
-	size_t		len;
-
-	if (message[0] == '\0')
-		message = PQerrorMessage(conn);
-	snprintf(buf, size, "%s", message);
-	len = strlen(buf);
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-		buf[--len] = '\0';
-	for (char *p = buf; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-	return buf;
 }
 
 static bool
@@ -424,12 +252,12 @@ RecordAcked(Client *c, const char *tag, int stream, int64_t version,
 {
 	AckedEvent *e;
 
-	c->acked = GrowArray(c->acked, c->nacked, &c->maxacked, sizeof(AckedEvent));
+	c->acked = EsGrowArray(c->acked, c->nacked, &c->maxacked, sizeof(AckedEvent));
 	e = &c->acked[c->nacked++];
-	snprintf(e->tag, TAG_SIZE, "%s", tag);
+	EsCopyString(e->tag, tag, TAG_SIZE);
 	e->stream = stream;
 	e->version = version;
-	snprintf(e->event_id, UUID_SIZE, "%s", event_id ? event_id : "");
+	EsCopyString(e->event_id, event_id ? event_id : "", UUID_SIZE);
 }
 
 static void
@@ -437,10 +265,10 @@ RecordUnacked(Client *c, const char *tag, int stream, const char *reason)
 {
 	UnackedEvent *e;
 
-	c->unacked = GrowArray(c->unacked, c->nunacked, &c->maxunacked,
-						   sizeof(UnackedEvent));
+	c->unacked = EsGrowArray(c->unacked, c->nunacked, &c->maxunacked,
+							 sizeof(UnackedEvent));
 	e = &c->unacked[c->nunacked++];
-	snprintf(e->tag, TAG_SIZE, "%s", tag);
+	EsCopyString(e->tag, tag, TAG_SIZE);
 	e->stream = stream;
 	e->reason = reason;
 }
@@ -451,12 +279,12 @@ SaveCall(Client *c, const char *statement, int nparams,
 {
 	SavedCall  *call;
 
-	c->saved = GrowArray(c->saved, c->nsaved, &c->maxsaved, sizeof(SavedCall));
+	c->saved = EsGrowArray(c->saved, c->nsaved, &c->maxsaved, sizeof(SavedCall));
 	call = &c->saved[c->nsaved++];
 	call->statement = statement;
 	call->nparams = nparams;
 	for (int i = 0; i < nparams; i++)
-		call->params[i] = params[i] ? xstrdup(params[i]) : NULL;
+		call->params[i] = params[i] ? EsStrdup(params[i]) : NULL;
 	call->version = version;
 }
 
@@ -492,17 +320,16 @@ static const struct
 	{"append_batch", "SELECT %s.es_append($1::text, $2::bigint, $3::jsonb)"},
 };
 
+/* BEGIN, COMMIT or ROLLBACK; a failure is reported here (see EsTryCommand). */
 static bool
 ExecCommand(Client *c, const char *sql)
 {
-	PGresult   *res = PQexec(c->conn, sql);
-	bool		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 	char		error[1024];
 
-	if (!ok)
-		ClientFail(c, "%s failed: %s", sql, ErrorText(c->conn, res, error, sizeof(error)));
-	PQclear(res);
-	return ok;
+	if (EsTryCommand(c->conn, sql, error, sizeof(error)))
+		return true;
+	ClientFail(c, "%s failed: %s", sql, error);
+	return false;
 }
 
 /*
@@ -523,7 +350,7 @@ ExecAppend(Client *c, const char *statement, int nparams,
 	if (PQresultStatus(res) == PGRES_TUPLES_OK)
 	{
 		if (PQntuples(res) == 1 && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0) &&
-			ParseInt64(PQgetvalue(res, 0, 0), version))
+			EsParseInt64(PQgetvalue(res, 0, 0), version))
 			outcome = APPEND_OK;
 		else
 			ClientFail(c, "es_append on %s returned no version", params[0]);
@@ -532,7 +359,7 @@ ExecAppend(Client *c, const char *statement, int nparams,
 		outcome = APPEND_CONFLICT;
 	else
 		ClientFail(c, "es_append on %s failed: %s", params[0],
-				   ErrorText(c->conn, res, error, sizeof(error)));
+				   EsErrorText(c->conn, res, error, sizeof(error)));
 	PQclear(res);
 	return outcome;
 }
@@ -549,7 +376,7 @@ ReadVersion(Client *c, int stream, int64_t *version)
 {
 	const char *name = stream_names[stream];
 	const char *params[2];
-	char		from_text[INT64_TEXT_SIZE];
+	char		from_text[ES_INT64_TEXT_SIZE];
 	char		error[1024];
 	PGresult   *res;
 	int64_t		from;
@@ -559,28 +386,28 @@ ReadVersion(Client *c, int stream, int64_t *version)
 	params[0] = name;
 	res = PQexecPrepared(c->conn, "version", 1, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
-		PQgetisnull(res, 0, 0) || !ParseInt64(PQgetvalue(res, 0, 0), version) ||
+		PQgetisnull(res, 0, 0) || !EsParseInt64(PQgetvalue(res, 0, 0), version) ||
 		*version < 0)
 	{
 		ClientFail(c, "es_stream_version(%s) failed: %s", name,
 				   PQresultStatus(res) == PGRES_TUPLES_OK ? "no version" :
-				   ErrorText(c->conn, res, error, sizeof(error)));
+				   EsErrorText(c->conn, res, error, sizeof(error)));
 		PQclear(res);
 		return false;
 	}
 	PQclear(res);
 
-	if (RandomInt(c, 4) != 0)
+	if (EsRandomInt(&c->rng, 4) != 0)
 		return true;
 
-	from = RandomInt(c, 2) == 0 ? 1 : (*version > 4 ? *version - 3 : 1);
+	from = EsRandomInt(&c->rng, 2) == 0 ? 1 : (*version > 4 ? *version - 3 : 1);
 	snprintf(from_text, sizeof(from_text), "%" PRId64, from);
 	params[1] = from_text;
 	res = PQexecPrepared(c->conn, "read", 2, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		ClientFail(c, "es_read(%s, %" PRId64 ") failed: %s", name, from,
-				   ErrorText(c->conn, res, error, sizeof(error)));
+				   EsErrorText(c->conn, res, error, sizeof(error)));
 		PQclear(res);
 		return false;
 	}
@@ -589,7 +416,7 @@ ReadVersion(Client *c, int stream, int64_t *version)
 	{
 		int64_t		v;
 
-		if (!ParseInt64(PQgetvalue(res, i, 0), &v) || v != from + i ||
+		if (!EsParseInt64(PQgetvalue(res, i, 0), &v) || v != from + i ||
 			strcmp(PQgetvalue(res, i, 1), name) != 0)
 		{
 			ClientFail(c, "es_read(%s, %" PRId64 ") returned %s version %s as row %d, expected %s version %" PRId64,
@@ -626,7 +453,7 @@ AttemptSingle(Client *c, int loop, int attempt, void *arg)
 	const SingleArgs *a = arg;
 	int64_t		expected = 0;
 	int64_t		version;
-	char		expected_text[INT64_TEXT_SIZE];
+	char		expected_text[ES_INT64_TEXT_SIZE];
 	char		tag[TAG_SIZE];
 	char		data[128];
 	char		metadata[256];
@@ -729,7 +556,7 @@ AttemptBatch(Client *c, int loop, int attempt, void *arg)
 	int64_t		expected;
 	int64_t		version;
 	int64_t		again;
-	char		expected_text[INT64_TEXT_SIZE];
+	char		expected_text[ES_INT64_TEXT_SIZE];
 	char		tags[MAX_BATCH][TAG_SIZE];
 	char		data[1024];
 	char		metadata[256];
@@ -807,7 +634,7 @@ AttemptTransaction(Client *c, int loop, int attempt, void *arg)
 		return APPEND_FAILED;
 	for (int i = 0; i < 2 && outcome == APPEND_OK; i++)
 	{
-		char		expected_text[INT64_TEXT_SIZE];
+		char		expected_text[ES_INT64_TEXT_SIZE];
 		char		data[128];
 		char		metadata[256];
 		const char *params[5];
@@ -848,23 +675,12 @@ AttemptTransaction(Client *c, int loop, int attempt, void *arg)
 		return outcome;
 	}
 
-	{
-		PGresult   *res = PQexec(c->conn, "COMMIT");
-		char		error[1024];
-
-		/* COMMIT of a failed transaction "succeeds" as ROLLBACK. */
-		if (PQresultStatus(res) != PGRES_COMMAND_OK ||
-			strcmp(PQcmdStatus(res), "COMMIT") != 0)
-		{
-			/* The outcome is unknown: the events are neither acked nor unacked. */
-			ClientFail(c, "COMMIT failed: %s",
-					   PQresultStatus(res) == PGRES_COMMAND_OK ? PQcmdStatus(res) :
-					   ErrorText(c->conn, res, error, sizeof(error)));
-			PQclear(res);
-			return APPEND_FAILED;
-		}
-		PQclear(res);
-	}
+	/*
+	 * If COMMIT fails (see EsTryCommand), the outcome is unknown: the events
+	 * are neither acked nor unacked.
+	 */
+	if (!ExecCommand(c, "COMMIT"))
+		return APPEND_FAILED;
 	for (int i = 0; i < 2; i++)
 		RecordAcked(c, tags[i], a->streams[i], version[i], NULL);
 	return APPEND_OK;
@@ -913,13 +729,13 @@ static bool
 RunLoop(Client *c, int loop)
 {
 	int			nstreams = c->opt->streams;
-	int			dice = RandomInt(c, 100);
+	int			dice = EsRandomInt(&c->rng, 100);
 
 	if (dice < 20)
 	{
-		BatchArgs	a = {.stream = RandomInt(c, nstreams)};
+		BatchArgs	a = {.stream = EsRandomInt(&c->rng, nstreams)};
 
-		a.count = 2 + RandomInt(c, MAX_BATCH - 1);
+		a.count = 2 + EsRandomInt(&c->rng, MAX_BATCH - 1);
 		if (!RetryOnConflict(c, loop, AttemptBatch, &a))
 			return false;
 		c->stats.batches++;
@@ -928,8 +744,8 @@ RunLoop(Client *c, int loop)
 	else if (dice < 35)
 	{
 		TransactionArgs a;
-		int			s1 = RandomInt(c, nstreams);
-		int			s2 = (s1 + 1 + RandomInt(c, nstreams - 1)) % nstreams;
+		int			s1 = EsRandomInt(&c->rng, nstreams);
+		int			s2 = (s1 + 1 + EsRandomInt(&c->rng, nstreams - 1)) % nstreams;
 
 		a.streams[0] = s1 < s2 ? s1 : s2;
 		a.streams[1] = s1 < s2 ? s2 : s1;
@@ -944,16 +760,16 @@ RunLoop(Client *c, int loop)
 	else if (dice < 45)
 	{
 		/* The ids stay the same across SE409 retries: nothing was stored. */
-		BatchArgs	a = {.stream = RandomInt(c, nstreams), .with_ids = true};
+		BatchArgs	a = {.stream = EsRandomInt(&c->rng, nstreams), .with_ids = true};
 
-		a.count = RandomInt(c, 2) == 0 ? 1 : 2 + RandomInt(c, MAX_BATCH - 1);
+		a.count = EsRandomInt(&c->rng, 2) == 0 ? 1 : 2 + EsRandomInt(&c->rng, MAX_BATCH - 1);
 		if (!RandomIds(c, &a) || !RetryOnConflict(c, loop, AttemptBatch, &a))
 			return false;
 		c->stats.idempotent_appends++;
 	}
 	else
 	{
-		SingleArgs	a = {.stream = RandomInt(c, nstreams), .any_version = dice < 50};
+		SingleArgs	a = {.stream = EsRandomInt(&c->rng, nstreams), .any_version = dice < 50};
 
 		if (!RetryOnConflict(c, loop, AttemptSingle, &a))
 			return false;
@@ -1005,26 +821,6 @@ ClientMain(void *arg)
 	return NULL;
 }
 
-static PGconn *
-Connect(void)
-{
-	PGconn	   *conn = PQconnectdb(CONNINFO);
-
-	if (PQstatus(conn) != CONNECTION_OK)
-	{
-		char		error[1024];
-
-		fprintf(stderr, "stress: could not connect to the server (PGHOST=%s, PGPORT=%s, PGDATABASE=%s): %s\n",
-				getenv("PGHOST") ? getenv("PGHOST") : "",
-				getenv("PGPORT") ? getenv("PGPORT") : "",
-				getenv("PGDATABASE") ? getenv("PGDATABASE") : "",
-				ErrorText(conn, NULL, error, sizeof(error)));
-		PQfinish(conn);
-		return NULL;
-	}
-	return conn;
-}
-
 /* Connects a client and prepares its statements. */
 static bool
 SetUpClient(Client *c)
@@ -1032,25 +828,19 @@ SetUpClient(Client *c)
 	PGresult   *res;
 	char		error[1024];
 
-	if (!ReadUrandom(&c->rng, sizeof(c->rng)))
-	{
-		fprintf(stderr, "stress: could not read /dev/urandom\n");
+	if (!EsSeedRandom(&c->rng))
 		return false;
-	}
-	c->conn = Connect();
+	c->conn = EsConnect(CONNINFO);
 	if (c->conn == NULL)
 		return false;
 
 	/* What the concurrency contract is written for. */
-	res = PQexec(c->conn, "SET default_transaction_isolation = 'read committed'");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	if (!EsTryCommand(c->conn, "SET default_transaction_isolation = 'read committed'",
+					  error, sizeof(error)))
 	{
-		fprintf(stderr, "stress: client %d: SET failed: %s\n", c->id,
-				ErrorText(c->conn, res, error, sizeof(error)));
-		PQclear(res);
+		fprintf(stderr, "stress: client %d: SET failed: %s\n", c->id, error);
 		return false;
 	}
-	PQclear(res);
 
 	for (size_t i = 0; i < sizeof(client_statements) / sizeof(client_statements[0]); i++)
 	{
@@ -1061,7 +851,7 @@ SetUpClient(Client *c)
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
 			fprintf(stderr, "stress: client %d: preparing %s failed: %s\n", c->id, sql,
-					ErrorText(c->conn, res, error, sizeof(error)));
+					EsErrorText(c->conn, res, error, sizeof(error)));
 			PQclear(res);
 			return false;
 		}
@@ -1075,116 +865,22 @@ SetUpClient(Client *c)
  * Main connection: set-up, sabotage and verification
  */
 
-/* Runs one statement that must succeed; prints its error otherwise. */
-static PGresult *
-Query(PGconn *conn, const char *sql, int nparams, const char *const *params,
-	  ExecStatusType expected_status)
-{
-	PGresult   *res;
-	char		error[1024];
-
-	/* PQexec for several statements at once; they take no parameters. */
-	if (nparams == 0)
-		res = PQexec(conn, sql);
-	else
-		res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != expected_status)
-	{
-		fprintf(stderr, "stress: query failed: %s\n  query: %s\n",
-				ErrorText(conn, res, error, sizeof(error)), sql);
-		PQclear(res);
-		return NULL;
-	}
-	return res;
-}
-
-static bool
-Command(PGconn *conn, const char *sql, int nparams, const char *const *params)
-{
-	PGresult   *res = Query(conn, sql, nparams, params, PGRES_COMMAND_OK);
-
-	PQclear(res);
-	return res != NULL;
-}
-
 /* Creates the extension if needed and finds its schema. */
 static bool
 SetUpExtension(PGconn *conn)
 {
-	PGresult   *res;
+	PGresult   *res = EsSetUpExtension(conn,
+									   "SELECT pg_catalog.quote_ident(n.nspname), n.nspname "
+									   "FROM pg_catalog.pg_extension e "
+									   "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+									   "WHERE e.extname = 'es'");
 
-	if (!Command(conn, "SET client_min_messages = warning", 0, NULL) ||
-		!Command(conn, "CREATE EXTENSION IF NOT EXISTS es", 0, NULL))
-		return false;
-	res = Query(conn,
-				"SELECT pg_catalog.quote_ident(n.nspname), n.nspname "
-				"FROM pg_catalog.pg_extension e "
-				"JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
-				"WHERE e.extname = 'es'",
-				0, NULL, PGRES_TUPLES_OK);
 	if (res == NULL)
 		return false;
-	if (PQntuples(res) != 1)
-	{
-		fprintf(stderr, "stress: extension es not found after CREATE EXTENSION\n");
-		PQclear(res);
-		return false;
-	}
-	ext_schema = xstrdup(PQgetvalue(res, 0, 0));
-	ext_schema_raw = xstrdup(PQgetvalue(res, 0, 1));
+	ext_schema = EsStrdup(PQgetvalue(res, 0, 0));
+	ext_schema_raw = EsStrdup(PQgetvalue(res, 0, 1));
 	PQclear(res);
 	return true;
-}
-
-/* Refuses a run tag that already has streams: the checks would mix runs. */
-static bool
-CheckTagUnused(PGconn *conn, const char *prefix)
-{
-	char		sql[512];
-	const char *params[1] = {prefix};
-	PGresult   *res;
-	bool		unused;
-
-	snprintf(sql, sizeof(sql),
-			 "SELECT EXISTS (SELECT FROM %s.es_streams WHERE pg_catalog.starts_with(stream_id, $1)) "
-			 "OR EXISTS (SELECT FROM %s.es_events WHERE pg_catalog.starts_with(stream_id, $1))",
-			 ext_schema, ext_schema);
-	res = Query(conn, sql, 1, params, PGRES_TUPLES_OK);
-	if (res == NULL)
-		return false;
-	unused = strcmp(PQgetvalue(res, 0, 0), "f") == 0;
-	if (!unused)
-		fprintf(stderr, "stress: streams named %s* already exist; choose another --tag\n", prefix);
-	PQclear(res);
-	return unused;
-}
-
-static bool
-CopyIn(PGconn *conn, const char *sql, const StrBuf *rows)
-{
-	PGresult   *res = PQexec(conn, sql);
-	char		error[1024];
-	bool		ok;
-
-	if (PQresultStatus(res) != PGRES_COPY_IN)
-	{
-		fprintf(stderr, "stress: %s failed: %s\n", sql, ErrorText(conn, res, error, sizeof(error)));
-		PQclear(res);
-		return false;
-	}
-	PQclear(res);
-	ok = (rows->len == 0 || PQputCopyData(conn, rows->data, (int) rows->len) == 1) &&
-		PQputCopyEnd(conn, NULL) == 1;
-	res = PQgetResult(conn);
-	if (!ok || PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		fprintf(stderr, "stress: %s failed: %s\n", sql, ErrorText(conn, res, error, sizeof(error)));
-		ok = false;
-	}
-	PQclear(res);
-	while ((res = PQgetResult(conn)) != NULL)
-		PQclear(res);
-	return ok;
 }
 
 /*
@@ -1194,8 +890,8 @@ CopyIn(PGconn *conn, const char *sql, const StrBuf *rows)
 static bool
 LoadRun(PGconn *conn, Client *clients, int nclients, const char *prefix)
 {
-	StrBuf		acked = {0};
-	StrBuf		unacked = {0};
+	EsStrBuf	acked = {0};
+	EsStrBuf	unacked = {0};
 	const char *params[1] = {prefix};
 	char		sql[1024];
 	bool		ok;
@@ -1205,23 +901,23 @@ LoadRun(PGconn *conn, Client *clients, int nclients, const char *prefix)
 		Client	   *c = &clients[i];
 
 		for (int j = 0; j < c->nacked; j++)
-			StrBufAppend(&acked, "%s\t%s\t%" PRId64 "\t%s\n", c->acked[j].tag,
-						 stream_names[c->acked[j].stream], c->acked[j].version,
-						 c->acked[j].event_id[0] ? c->acked[j].event_id : "\\N");
+			EsStrBufAppend(&acked, "%s\t%s\t%" PRId64 "\t%s\n", c->acked[j].tag,
+						   stream_names[c->acked[j].stream], c->acked[j].version,
+						   c->acked[j].event_id[0] ? c->acked[j].event_id : "\\N");
 		for (int j = 0; j < c->nunacked; j++)
-			StrBufAppend(&unacked, "%s\t%s\t%s\n", c->unacked[j].tag,
-						 stream_names[c->unacked[j].stream], c->unacked[j].reason);
+			EsStrBufAppend(&unacked, "%s\t%s\t%s\n", c->unacked[j].tag,
+						   stream_names[c->unacked[j].stream], c->unacked[j].reason);
 	}
 
-	ok = Command(conn,
-				 "CREATE TEMP TABLE stress_acked (tag text, stream_id text, version bigint, event_id uuid); "
-				 "CREATE TEMP TABLE stress_unacked (tag text, stream_id text, reason text); "
-				 "CREATE TEMP TABLE stress_events (global_position bigint, stream_id text, version bigint, "
-				 "event_id uuid, event_type text, tag text); "
-				 "CREATE TEMP TABLE stress_streams (stream_id text, version bigint)",
-				 0, NULL) &&
-		CopyIn(conn, "COPY stress_acked FROM STDIN", &acked) &&
-		CopyIn(conn, "COPY stress_unacked FROM STDIN", &unacked);
+	ok = EsCommand(conn,
+				   "CREATE TEMP TABLE stress_acked (tag text, stream_id text, version bigint, event_id uuid); "
+				   "CREATE TEMP TABLE stress_unacked (tag text, stream_id text, reason text); "
+				   "CREATE TEMP TABLE stress_events (global_position bigint, stream_id text, version bigint, "
+				   "event_id uuid, event_type text, tag text); "
+				   "CREATE TEMP TABLE stress_streams (stream_id text, version bigint)",
+				   0, NULL) &&
+		EsCopyIn(conn, "COPY stress_acked FROM STDIN", &acked) &&
+		EsCopyIn(conn, "COPY stress_unacked FROM STDIN", &unacked);
 	free(acked.data);
 	free(unacked.data);
 	if (!ok)
@@ -1232,24 +928,20 @@ LoadRun(PGconn *conn, Client *clients, int nclients, const char *prefix)
 			 "SELECT global_position, stream_id, version, event_id, event_type, metadata->>'tag' "
 			 "FROM %s.es_events WHERE pg_catalog.starts_with(stream_id, $1)",
 			 ext_schema);
-	if (!Command(conn, sql, 1, params))
+	if (!EsCommand(conn, sql, 1, params))
 		return false;
 	snprintf(sql, sizeof(sql),
 			 "INSERT INTO stress_streams "
 			 "SELECT stream_id, version FROM %s.es_streams WHERE pg_catalog.starts_with(stream_id, $1)",
 			 ext_schema);
-	if (!Command(conn, sql, 1, params))
+	if (!EsCommand(conn, sql, 1, params))
 		return false;
-	return Command(conn, "ANALYZE stress_acked, stress_unacked, stress_events, stress_streams",
-				   0, NULL);
+	return EsCommand(conn, "ANALYZE stress_acked, stress_unacked, stress_events, stress_streams",
+					 0, NULL);
 }
 
 /* Each check returns one row, one text column, per violation. */
-static const struct
-{
-	const char *name;
-	const char *sql;
-}			checks[] =
+static const EsCheck checks[] =
 {
 	{"version below 1",
 		"SELECT format('stream %s has version %s', stream_id, version) "
@@ -1323,42 +1015,13 @@ static const struct
 		"WHERE (SELECT count(*) FROM stress_events) <> (SELECT count(*) FROM stress_acked)"},
 };
 
-/* Runs every check and prints its violations; returns how many there were. */
-static long
-RunChecks(PGconn *conn)
-{
-	long		violations = 0;
-
-	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]); i++)
-	{
-		PGresult   *res = Query(conn, checks[i].sql, 0, NULL, PGRES_TUPLES_OK);
-		int			rows;
-
-		if (res == NULL)
-		{
-			fprintf(stderr, "stress: check \"%s\" could not run\n", checks[i].name);
-			violations++;
-			continue;
-		}
-		rows = PQntuples(res);
-		for (int r = 0; r < rows && r < MAX_REPORTED_PER_CHECK; r++)
-			printf("stress: VIOLATION (%s): %s\n", checks[i].name, PQgetvalue(res, r, 0));
-		if (rows > MAX_REPORTED_PER_CHECK)
-			printf("stress: VIOLATION (%s): ... and %d more\n", checks[i].name,
-				   rows - MAX_REPORTED_PER_CHECK);
-		violations += rows;
-		PQclear(res);
-	}
-	return violations;
-}
-
 /* The run's numbers of stored events and streams, for the summary. */
 static void
 PrintStoredCounts(PGconn *conn)
 {
-	PGresult   *res = Query(conn,
-							"SELECT count(*), count(DISTINCT stream_id) FROM stress_events",
-							0, NULL, PGRES_TUPLES_OK);
+	PGresult   *res = EsQuery(conn,
+							  "SELECT count(*), count(DISTINCT stream_id) FROM stress_events",
+							  0, NULL, PGRES_TUPLES_OK);
 
 	if (res == NULL)
 		return;
@@ -1397,7 +1060,7 @@ InsertBogusEvent(PGconn *conn, const char *tag, int version_step,
 			 "pg_catalog.jsonb_build_object('tag', $3::text) "
 			 "FROM %s.es_events WHERE stream_id = $1",
 			 ext_schema, negative_position ? "- " : "", version_step, ext_schema);
-	if (!Command(conn, sql, 3, params))
+	if (!EsCommand(conn, sql, 3, params))
 		return false;
 	printf("stress: sabotage: inserted an event tagged %s into %s\n", tag, stream_names[0]);
 	return true;
@@ -1460,7 +1123,7 @@ Sabotage(PGconn *conn, const char *kind, Client *clients, int nclients,
 		snprintf(orphan, sizeof(orphan), "%sorphan", prefix);
 		snprintf(sql, sizeof(sql),
 				 "INSERT INTO %s.es_streams (stream_id, version) VALUES ($1, 1)", ext_schema);
-		if (!Command(conn, sql, 1, params))
+		if (!EsCommand(conn, sql, 1, params))
 			return false;
 		printf("stress: sabotage: inserted an es_streams row for %s, without events\n", orphan);
 		return true;
@@ -1490,23 +1153,6 @@ Usage(FILE *out)
 }
 
 static bool
-ParseCount(const char *arg, const char *name, int min, int max, int *value)
-{
-	char	   *end;
-	long		n;
-
-	errno = 0;
-	n = strtol(arg, &end, 10);
-	if (errno != 0 || end == arg || *end != '\0' || n < min || n > max)
-	{
-		fprintf(stderr, "stress: --%s must be a whole number from %d to %d\n", name, min, max);
-		return false;
-	}
-	*value = (int) n;
-	return true;
-}
-
-static bool
 ParseOptions(int argc, char **argv, Options *opt)
 {
 	static const struct option long_options[] = {
@@ -1519,6 +1165,7 @@ ParseOptions(int argc, char **argv, Options *opt)
 		{NULL, 0, NULL, 0}
 	};
 	int			ch;
+	long		n;
 
 	opt->clients = 16;
 	opt->loops = 500;
@@ -1531,40 +1178,28 @@ ParseOptions(int argc, char **argv, Options *opt)
 		switch (ch)
 		{
 			case 'c':
-				if (!ParseCount(optarg, "clients", 1, 1000, &opt->clients))
+				if (!EsParseCount(optarg, "clients", 1, 1000, &n))
 					return false;
+				opt->clients = (int) n;
 				break;
 			case 'l':
-				if (!ParseCount(optarg, "loops", 0, 10000000, &opt->loops))
+				if (!EsParseCount(optarg, "loops", 0, 10000000, &n))
 					return false;
+				opt->loops = (int) n;
 				break;
 			case 's':
-				if (!ParseCount(optarg, "streams", 2, 100000, &opt->streams))
+				if (!EsParseCount(optarg, "streams", 2, 100000, &n))
 					return false;
+				opt->streams = (int) n;
 				break;
 			case 't':
-				if (strlen(optarg) == 0 || strlen(optarg) > MAX_RUN_TAG ||
-					strspn(optarg, "0123456789abcdefghijklmnopqrstuvwxyz") != strlen(optarg))
-				{
-					fprintf(stderr, "stress: --tag must be 1 to %d characters of [0-9a-z]\n",
-							MAX_RUN_TAG);
+				if (!EsParseRunTag(optarg, opt->run_tag))
 					return false;
-				}
-				strcpy(opt->run_tag, optarg);
 				break;
 			case 'S':
-				{
-					bool		known = false;
-
-					for (int i = 0; sabotage_kinds[i] != NULL; i++)
-						known |= strcmp(optarg, sabotage_kinds[i]) == 0;
-					if (!known)
-					{
-						fprintf(stderr, "stress: unknown --sabotage kind \"%s\"\n", optarg);
-						return false;
-					}
-					opt->sabotage = optarg;
-				}
+				if (!EsKnownSabotage(optarg, sabotage_kinds))
+					return false;
+				opt->sabotage = optarg;
 				break;
 			case 'h':
 				Usage(stdout);
@@ -1606,7 +1241,7 @@ main(int argc, char **argv)
 	PGconn	   *conn;
 	Client	   *clients;
 	Stats		total = {0};
-	char		prefix[MAX_RUN_TAG + 16];
+	char		prefix[ES_MAX_RUN_TAG + 16];
 	long		acked_events = 0;
 	long		failures = 0;
 	long		violations;
@@ -1617,37 +1252,20 @@ main(int argc, char **argv)
 
 	if (!ParseOptions(argc, argv, &opt))
 		return 2;
-	if (opt.run_tag[0] == '\0')
-	{
-		unsigned char b[6];
-
-		if (!ReadUrandom(b, sizeof(b)))
-		{
-			fprintf(stderr, "stress: could not read /dev/urandom\n");
-			return 1;
-		}
-		snprintf(opt.run_tag, sizeof(opt.run_tag), "%02x%02x%02x%02x%02x%02x",
-				 b[0], b[1], b[2], b[3], b[4], b[5]);
-	}
+	if (opt.run_tag[0] == '\0' && !EsRandomRunTag(opt.run_tag))
+		return 1;
 	snprintf(prefix, sizeof(prefix), "stress%s-", opt.run_tag);
 
-	conn = Connect();
+	conn = EsConnect(CONNINFO);
 	if (conn == NULL)
 		return 1;
-	if (!SetUpExtension(conn) || !CheckTagUnused(conn, prefix))
+	if (!SetUpExtension(conn) || !EsRunPrefixUnused(conn, ext_schema, prefix))
 	{
 		PQfinish(conn);
 		return 1;
 	}
 
-	stream_names = xmalloc(sizeof(char *) * opt.streams);
-	for (int i = 0; i < opt.streams; i++)
-	{
-		char		name[MAX_RUN_TAG + 32];
-
-		snprintf(name, sizeof(name), "%s%d", prefix, i);
-		stream_names[i] = xstrdup(name);
-	}
+	stream_names = EsMakeStreamNames(prefix, opt.streams);
 
 	printf("stress: run %s: %d clients x %d loops over %d streams (%s*)\n",
 		   opt.run_tag, opt.clients, opt.loops, opt.streams, prefix);
@@ -1667,7 +1285,7 @@ main(int argc, char **argv)
 			goto done;
 	}
 
-	start = Now();
+	start = EsNow();
 	for (; started < opt.clients; started++)
 	{
 		int			err = pthread_create(&clients[started].thread, NULL, ClientMain,
@@ -1682,7 +1300,7 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < started; i++)
 		pthread_join(clients[i].thread, NULL);
-	elapsed = Now() - start;
+	elapsed = EsNow() - start;
 	if (started < opt.clients)
 		goto done;
 
@@ -1715,7 +1333,7 @@ main(int argc, char **argv)
 		goto done;
 	}
 	PrintStoredCounts(conn);
-	violations = RunChecks(conn);
+	violations = EsRunChecks(conn, checks, sizeof(checks) / sizeof(checks[0]), NULL);
 
 	if (failures == 0 && violations == 0)
 	{
@@ -1729,9 +1347,7 @@ done:
 	for (int i = 0; i < opt.clients; i++)
 		FreeClient(&clients[i]);
 	free(clients);
-	for (int i = 0; i < opt.streams; i++)
-		free(stream_names[i]);
-	free(stream_names);
+	EsFreeStreamNames(stream_names, opt.streams);
 	free(ext_schema);
 	free(ext_schema_raw);
 	PQfinish(conn);
