@@ -3,16 +3,16 @@
  * compat.h
  *	  Every PG_VERSION_NUM shim of the es extension, in one place.
  *
- * es targets PostgreSQL 15 and compiles against 13 to 17 where that is
- * cheap.  Code elsewhere uses the names defined here, never PG_VERSION_NUM.
+ * es targets PostgreSQL 15 and aims to compile against 14 to 17.  Code elsewhere uses the names defined here, never PG_VERSION_NUM.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef ES_COMPAT_H
 #define ES_COMPAT_H
 
-#if PG_VERSION_NUM < 130000
-#error "es requires PostgreSQL 13 or later"
+/* SPI_execute_plan_extended with a DestReceiver (read.c) arrived in 14. */
+#if PG_VERSION_NUM < 140000
+#error "es requires PostgreSQL 14 or later"
 #endif
 
 /* 15 renamed EmitWarningsOnPlaceholders. */

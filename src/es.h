@@ -76,7 +76,7 @@ extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 extern void EsUpcastInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
 extern void EsUpcastEnd(void);
-extern HeapTuple EsUpcastTuple(HeapTuple tuple, TupleDesc desc);
+extern bool EsUpcastEvent(Datum *values, bool *nulls);
 extern int32 EsNewestSchemaVersion(const EsCatalog *catalog, text *event_type);
 
 /* order.c */

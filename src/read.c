@@ -5,12 +5,12 @@
  *	  es_category.
  *
  * Every read that returns events goes through ReadEvents(): it runs one
- * kept query through a cursor, a chunk at a time, and stores each event as
- * an es_event row in the set-returning function's tuplestore.  Backend
- * memory therefore stays at one chunk plus what the tuplestore keeps in
- * work_mem (it spills to disk beyond that), however long the stream.
- * ReadEvents is the one place where a stored event becomes an es_event row:
- * each goes through EsUpcastTuple (upcast.c) on its way into the result.
+ * kept query whose rows go, through a DestReceiver, one at a time into the
+ * set-returning function's tuplestore.  Backend memory therefore stays at
+ * what the tuplestore keeps in work_mem (it spills to disk beyond that),
+ * however long the stream.  ReadEvents is the one place where a stored
+ * event becomes an es_event row: each goes through EsUpcastEvent
+ * (upcast.c) on its way into the result.
  *
  * All reads are read-only SPI queries on the caller's snapshot: they are
  * STABLE and work in read-only transactions and on hot standbys.
@@ -22,7 +22,10 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "funcapi.h"
+#include "nodes/params.h"
+#include "utils/memutils.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -38,9 +41,6 @@ PG_FUNCTION_INFO_V1(es_read_all);
 PG_FUNCTION_INFO_V1(es_read_category);
 PG_FUNCTION_INFO_V1(es_wait);
 PG_FUNCTION_INFO_V1(es_stream_hash);
-
-/* Events fetched from the cursor at a time. */
-#define READ_CHUNK_SIZE 1000
 
 #define EVENT_COLUMNS \
 	"global_position, stream_id, version, event_id, event_type, " \
@@ -135,9 +135,70 @@ MaterializeResult(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
 }
 
 /*
+ * The receiver the read query's rows go to: each row goes through the
+ * upcast step and into the result tuplestore, without an intermediate copy
+ * (no SPI tuple table, no cursor).
+ */
+typedef struct EventReceiver
+{
+	DestReceiver pub;
+	Tuplestorestate *store;
+	TupleDesc	result_desc;
+	MemoryContext event_context;	/* reset after each event */
+	ErrorContextCallback *outer_error_context;	/* the caller's */
+} EventReceiver;
+
+static bool
+ReceiveEvent(TupleTableSlot *slot, DestReceiver *self)
+{
+	EventReceiver *receiver = (EventReceiver *) self;
+	MemoryContext oldcontext;
+	ErrorContextCallback *saved_error_context;
+	Datum		values[ES_EVENT_NATTS];
+	bool		nulls[ES_EVENT_NATTS];
+
+	slot_getallattrs(slot);
+	memcpy(values, slot->tts_values, sizeof(values));
+	memcpy(nulls, slot->tts_isnull, sizeof(nulls));
+
+	/*
+	 * An upcaster's error names the event and the function (upcast.c); the
+	 * text of our internal query, which SPI would add, would only be noise.
+	 */
+	saved_error_context = error_context_stack;
+	error_context_stack = receiver->outer_error_context;
+	oldcontext = MemoryContextSwitchTo(receiver->event_context);
+	if (EsUpcastEvent(values, nulls))
+		tuplestore_putvalues(receiver->store, receiver->result_desc, values, nulls);
+	else
+		tuplestore_puttupleslot(receiver->store, slot);
+	MemoryContextSwitchTo(oldcontext);
+	error_context_stack = saved_error_context;
+	MemoryContextReset(receiver->event_context);
+
+	CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+static void
+ReceiverStartup(DestReceiver *self, int operation, TupleDesc typeinfo)
+{
+	if (typeinfo->natts != ES_EVENT_NATTS)
+		elog(ERROR, "a read query must return the %d columns of es_event", ES_EVENT_NATTS);
+}
+
+static void
+ReceiverNoop(DestReceiver *self)
+{
+}
+
+/*
  * ReadEvents
  *		Runs a query that returns es_events rows (EVENT_COLUMNS, in order)
- *		and returns them as the function's result set.
+ *		and returns them, upcast, as the function's result set.  With
+ *		latest_snapshot, the query reads with a snapshot taken now rather
+ *		than the statement's: reads in global order compute their horizon
+ *		first and must then see everything that committed below it.
  */
 static void
 ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls,
@@ -146,47 +207,48 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	TupleDesc	tupdesc;
 	Tuplestorestate *store = MaterializeResult(fcinfo, &tupdesc);
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
-	Portal		cursor;
+	EventReceiver receiver;
+	SPIExecuteOptions options;
+	int			nargs = plan->nargs;
+	int			ret;
 
-	MemoryContext event_context;
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.pub.receiveSlot = ReceiveEvent;
+	receiver.pub.rStartup = ReceiverStartup;
+	receiver.pub.rShutdown = ReceiverNoop;
+	receiver.pub.rDestroy = ReceiverNoop;
+	receiver.pub.mydest = DestNone;
+	receiver.store = store;
+	receiver.result_desc = tupdesc;
+	receiver.event_context = AllocSetContextCreate(CurrentMemoryContext, "es read event",
+												   ALLOCSET_DEFAULT_SIZES);
+	receiver.outer_error_context = error_context_stack;
 
-	/* Upcast events are formed here, one at a time. */
-	event_context = AllocSetContextCreate(CurrentMemoryContext, "es read event",
-										  ALLOCSET_DEFAULT_SIZES);
+	memset(&options, 0, sizeof(options));
+	options.params = makeParamList(nargs);
+	for (int i = 0; i < nargs; i++)
+	{
+		ParamExternData *param = &options.params->params[i];
+
+		param->value = args[i];
+		param->isnull = (nulls[i] == 'n');
+		param->pflags = PARAM_FLAG_CONST;
+		param->ptype = plan->argtypes[i];
+	}
+	options.read_only = true;
+	options.dest = (DestReceiver *) &receiver;
 
 	SPI_connect();
 	EsUpcastBegin(cat);
 	PG_TRY();
 	{
-		/*
-		 * Reads in global order take their snapshot only now, after the
-		 * caller computed the horizon: the statement's snapshot is older,
-		 * and a transaction that committed since could slip under the
-		 * horizon unseen.
-		 */
 		if (latest_snapshot)
 			PushActiveSnapshot(GetLatestSnapshot());
-		cursor = SPI_cursor_open(NULL, EsPlanGet(plan, cat), args, nulls, true);
+		ret = SPI_execute_plan_extended(EsPlanGet(plan, cat), &options);
+		if (ret < 0)
+			elog(ERROR, "reading events failed: %s", SPI_result_code_string(ret));
 		if (latest_snapshot)
 			PopActiveSnapshot();
-		for (;;)
-		{
-			SPI_cursor_fetch(cursor, true, READ_CHUNK_SIZE);
-			if (SPI_processed == 0)
-				break;
-			for (uint64 i = 0; i < SPI_processed; i++)
-			{
-				MemoryContext oldcontext = MemoryContextSwitchTo(event_context);
-
-				tuplestore_puttuple(store, EsUpcastTuple(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc));
-				MemoryContextSwitchTo(oldcontext);
-				MemoryContextReset(event_context);
-			}
-			SPI_freetuptable(SPI_tuptable);
-			CHECK_FOR_INTERRUPTS();
-		}
-		SPI_cursor_close(cursor);
 	}
 	PG_FINALLY();
 	{
@@ -194,7 +256,7 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	}
 	PG_END_TRY();
 	SPI_finish();
-	MemoryContextDelete(event_context);
+	MemoryContextDelete(receiver.event_context);
 }
 
 static text *

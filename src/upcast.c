@@ -6,7 +6,7 @@
  * es_upcasters registers, per event type, one function per schema step:
  * the function registered "from schema version v" turns the data of version
  * v into version v + 1.  Stored events never change; every event that leaves
- * es through a read goes through EsUpcastTuple(), which runs the chain
+ * es through a read goes through EsUpcastEvent(), which runs the chain
  * v -> v + 1 -> ... for as long as steps are registered.
  *
  * Each backend keeps the registry in a cache (a hash table keyed by event
@@ -75,8 +75,7 @@ static bool callbacks_registered = false;
 /* For the error context of a failing upcaster. */
 typedef struct UpcastErrorContext
 {
-	HeapTuple	tuple;
-	TupleDesc	desc;
+	Datum	   *values;			/* the event, as in EsUpcastEvent */
 	Oid			fn_oid;
 	int32		from_version;
 } UpcastErrorContext;
@@ -322,60 +321,53 @@ static void
 UpcastErrorCallback(void *arg)
 {
 	UpcastErrorContext *ctx = (UpcastErrorContext *) arg;
-	bool		isnull;
-	char	   *stream = TextDatumGetCString(heap_getattr(ctx->tuple, COL_STREAM_ID, ctx->desc, &isnull));
-	int64		version = DatumGetInt64(heap_getattr(ctx->tuple, COL_VERSION, ctx->desc, &isnull));
-	char	   *type = TextDatumGetCString(heap_getattr(ctx->tuple, COL_EVENT_TYPE, ctx->desc, &isnull));
 
 	errcontext("upcasting event %s (stream \"%s\", version " INT64_FORMAT
 			   ") from schema version %d with %s",
-			   type, stream, version, ctx->from_version,
-			   format_procedure(ctx->fn_oid));
+			   TextDatumGetCString(ctx->values[COL_EVENT_TYPE - 1]),
+			   TextDatumGetCString(ctx->values[COL_STREAM_ID - 1]),
+			   DatumGetInt64(ctx->values[COL_VERSION - 1]),
+			   ctx->from_version, format_procedure(ctx->fn_oid));
 }
 
 /*
- * EsUpcastTuple
- *		An es_events tuple (EVENT_COLUMNS) as its event reads now: the same
- *		tuple when its type has no step to apply, else a new tuple, allocated
- *		in the current memory context, with upcast data and schema version.
- *		Must be called between EsUpcastBegin and EsUpcastEnd.
+ * EsUpcastEvent
+ *		Turns an event (the columns of es_event, as values and nulls) into
+ *		what it reads as now: when its type has steps to apply, replaces the
+ *		data and schema version (allocated in the current memory context)
+ *		and returns true; otherwise leaves it alone and returns false.  Must
+ *		be called between EsUpcastBegin and EsUpcastEnd.
  */
-HeapTuple
-EsUpcastTuple(HeapTuple tuple, TupleDesc desc)
+bool
+EsUpcastEvent(Datum *values, bool *nulls)
 {
-	bool		isnull;
 	text	   *event_type;
 	UpcastChain *chain;
 	int32		schema_version;
-	Datum		values[ES_EVENT_NATTS];
-	bool		nulls[ES_EVENT_NATTS];
 	Datum		data;
 	ErrorContextCallback errcallback;
 	UpcastErrorContext errctx;
 
 	if (cache->chains == NULL)
-		return tuple;
+		return false;
 
-	event_type = DatumGetTextPP(heap_getattr(tuple, COL_EVENT_TYPE, desc, &isnull));
+	event_type = DatumGetTextPP(values[COL_EVENT_TYPE - 1]);
 	chain = FindChain(cache, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
 	if (chain == NULL)
-		return tuple;
-	schema_version = DatumGetInt32(heap_getattr(tuple, COL_SCHEMA_VERSION, desc, &isnull));
+		return false;
+	schema_version = DatumGetInt32(values[COL_SCHEMA_VERSION - 1]);
 	if (schema_version > chain->nsteps)
-		return tuple;
+		return false;
 
-	Assert(desc->natts == ES_EVENT_NATTS);
-	heap_deform_tuple(tuple, desc, values, nulls);
 	data = values[COL_DATA - 1];
 
-	errctx.tuple = tuple;
-	errctx.desc = desc;
+	errctx.values = values;
 	errcallback.callback = UpcastErrorCallback;
 	errcallback.arg = &errctx;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	for (int step = schema_version - 1; step < chain->nsteps; step++)
+	for (int step = Max(schema_version, 1) - 1; step < chain->nsteps; step++)
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 		FmgrInfo   *flinfo = &chain->steps[step];
@@ -420,7 +412,7 @@ EsUpcastTuple(HeapTuple tuple, TupleDesc desc)
 
 	values[COL_DATA - 1] = data;
 	values[COL_SCHEMA_VERSION - 1] = Int32GetDatum(chain->nsteps + 1);
-	return heap_form_tuple(desc, values, nulls);
+	return true;
 }
 
 /*
