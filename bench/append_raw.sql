@@ -5,7 +5,7 @@
 -- the stream id carries the client id and the run tag, so (stream_id,
 -- version) never collides.  Versions within a stream are increasing but not
 -- contiguous, which a raw INSERT does not care about.
-\set s random(1, 100)
+\set s random(1, :streams)
 \set n :n + 1
 INSERT INTO raw_events (stream_id, version, event_type, data)
 VALUES (concat('acct-', :run::int, '-', :client_id::int, '-', :s::int), :n::bigint, 'Deposited', '{"amount": 100, "currency": "EUR"}'::jsonb);

@@ -1,7 +1,7 @@
 /*
  * bench/copy_bench.c — the COPY baseline for bench/run.sh.
  *
- *   copy_bench CLIENTS SECONDS ROWS RUN_TAG
+ *   copy_bench CLIENTS SECONDS ROWS RUN_TAG [STREAMS]
  *
  * Forks CLIENTS processes; each connects (libpq, connection settings from
  * the environment: PGHOST, PGPORT, PGUSER, PGDATABASE, PGOPTIONS) and, for
@@ -10,7 +10,8 @@
  *   COPY raw_events (stream_id, version, event_type, data) FROM STDIN
  *
  * with ROWS rows per COPY, each COPY its own (autocommit) transaction, to one
- * of the client's 100 streams copy-<run>-<client>-<1..100> picked at random.
+ * of the client's STREAMS (default 100) streams copy-<run>-<client>-<1..STREAMS>
+ * picked at random.
  * Versions n * ROWS + 1 .. n * ROWS + ROWS with a per-client counter n, so
  * (stream_id, version) never collides; global_position, event_id and
  * recorded_at come from raw_events' column defaults, as es fills them in
@@ -46,7 +47,7 @@ die(PGconn *conn, const char *what)
 
 /* One client: returns its transactions per second on fd. */
 static void
-run_client(int client, int seconds, int rows, int run, int fd)
+run_client(int client, int seconds, int rows, int run, int streams, int fd)
 {
 	PGconn	   *conn = PQconnectdb("");
 	size_t		cap = (size_t) rows * 128 + 1;
@@ -64,7 +65,7 @@ run_client(int client, int seconds, int rows, int run, int fd)
 	{
 		PGresult   *res;
 		size_t		len = 0;
-		int			stream = 1 + random() % 100;
+		int			stream = 1 + random() % streams;
 
 		res = PQexec(conn, "COPY raw_events (stream_id, version, event_type, data) FROM STDIN");
 		if (PQresultStatus(res) != PGRES_COPY_IN)
@@ -94,23 +95,25 @@ run_client(int client, int seconds, int rows, int run, int fd)
 int
 main(int argc, char **argv)
 {
-	int			clients, seconds, rows, run;
+	int			clients, seconds, rows, run, streams = 100;
 	int			fds[2];
 	double		total = 0;
 	int			failed = 0;
 	FILE	   *in;
 	char		line[64];
 
-	if (argc != 5)
+	if (argc != 5 && argc != 6)
 	{
-		fprintf(stderr, "usage: copy_bench CLIENTS SECONDS ROWS RUN_TAG\n");
+		fprintf(stderr, "usage: copy_bench CLIENTS SECONDS ROWS RUN_TAG [STREAMS]\n");
 		return 2;
 	}
 	clients = atoi(argv[1]);
 	seconds = atoi(argv[2]);
 	rows = atoi(argv[3]);
 	run = atoi(argv[4]);
-	if (clients < 1 || seconds < 1 || rows < 1 || pipe(fds) != 0)
+	if (argc == 6)
+		streams = atoi(argv[5]);
+	if (clients < 1 || seconds < 1 || rows < 1 || streams < 1 || pipe(fds) != 0)
 		return 2;
 
 	for (int c = 1; c <= clients; c++)
@@ -122,7 +125,7 @@ main(int argc, char **argv)
 		if (pid == 0)
 		{
 			close(fds[0]);
-			run_client(c, seconds, rows, run, fds[1]);
+			run_client(c, seconds, rows, run, streams, fds[1]);
 		}
 	}
 	close(fds[1]);

@@ -1,6 +1,7 @@
 /*
  * bench/preload.sql — bulk-loads streams load-:first .. load-:last, 100
- * events each, for the growth benchmark (psql -v first=... -v last=...).
+ * events each, for the growth benchmark (psql -v first=... -v last=...),
+ * into es_events + es_streams and the same rows into raw_events.
  *
  * A shortcut: rows go straight into es_events and es_streams with one
  * INSERT ... SELECT each, as superuser, instead of through es_append
@@ -16,4 +17,7 @@ SELECT nextval('es_events_global_position_seq'), 'load-' || s, v, gen_random_uui
 FROM generate_series(:first, :last) AS s, generate_series(1, 100) AS v;
 INSERT INTO es_streams (stream_id, version)
 SELECT 'load-' || s, 100 FROM generate_series(:first, :last) AS s;
+INSERT INTO raw_events (stream_id, version, event_type, data)
+SELECT 'load-' || s, v, 'Deposited', jsonb_build_object('amount', v, 'currency', 'EUR')
+FROM generate_series(:first, :last) AS s, generate_series(1, 100) AS v;
 COMMIT;
