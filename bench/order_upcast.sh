@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# bench/order_upcast.sh — benchmarks of the gap-free global order and of
+# upcasting (not run by CI).  See bench/README.md.
+#
+# On throwaway clusters (tests/lib.sh), prints ratios against baselines
+# measured in the same run:
+#   1. appends at 8 clients with the in-flight registry (es preloaded) vs
+#      without it (a second cluster, es not preloaded); and with
+#      notifications on vs off (worker in the benchmark database)
+#   2. replaying 1M events through es_read_all in pages of 1,000 vs the same
+#      pages read by a raw ORDER BY global_position scan
+#   3. es_read_category of a 100-event category in a store of 1M events vs a
+#      raw indexed SELECT
+#   4. es_read of 1,000 events: no upcasters; upcasters registered only for
+#      other event types; a 2-step chain (SQL and PL/pgSQL functions) applied
+#      to every event — vs a raw SELECT of the same rows
+#   5. es_wait wake-up latency: from an append's COMMIT returning to a
+#      session blocked in es_wait returning (median and p99 of 1,000)
+#
+# Environment: ES_BENCH_SECONDS (default 10) per pgbench point,
+# ES_BENCH_SKIP_BUILD=1 to use the installed es.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../tests/lib.sh
+source "$BENCH_DIR/../tests/lib.sh"
+DURATION=${ES_BENCH_SECONDS:-10}
+PGBENCH=$ES_PG_BIN/pgbench
+[ -n "${ES_BENCH_SKIP_BUILD:-}" ] || es_setup
+
+declare -a ROWS=()
+row() { ROWS+=("$(printf '%-58s %12s %12s %8s  %s' "$1" "$2" "$3" "$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", a / b }')" "$4")"); }
+
+# tps SCRIPT CLIENTS [pgbench options]: transactions per second of a pgbench script (stdin)
+tps() {
+	local clients=$1
+	shift
+	local script
+	script=$(mktemp /tmp/es-bench.XXXXXX.sql)
+	cat >"$script"
+	"$PGBENCH" -n -M prepared -T "$DURATION" -c "$clients" -j $((clients < 2 ? clients : 2)) "$@" -f "$script" 2>&1 |
+		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+	rm -f "$script"
+}
+
+append_script() {
+	cat <<'SQL'
+\set s random(1, 100)
+SELECT es_append(concat('acct-', :client_id::int, '-', :s::int, '-', :run::int), NULL, 'Deposited', '{"amount": 100}'::jsonb);
+SQL
+}
+
+start() {
+	es_cluster_start 'shared_buffers = 1GB' 'max_wal_size = 8GB' "es.worker_database = 'es_bench'"
+	export PGDATABASE=es_bench
+	createdb es_bench
+	psql -X -q -c 'CREATE EXTENSION es' 2>/dev/null
+	sleep 2	# let the worker connect to es_bench
+}
+
+# --- 1. the registry and notifications -------------------------------------
+es_log "appends at 8 clients: registry and notifications"
+start
+psql -X -q -c "ALTER SYSTEM SET es.notify = off" -c "SELECT pg_reload_conf()" >/dev/null
+notify_off=$(append_script | tps 8 -D run=2)
+psql -X -q -c "ALTER SYSTEM RESET es.notify" -c "SELECT pg_reload_conf()" >/dev/null
+notify_on=$(append_script | tps 8 -D run=3)
+row "append, 8 clients: notify on (worker) vs off" "$notify_on" "$notify_off" "events/s"
+
+# --- 2-5 on the same preloaded cluster ---------------------------------------
+es_log "preloading 1,000,000 events (direct INSERT, as in bench/preload.sql)"
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+INSERT INTO es_events (global_position, stream_id, version, event_id, event_type, data)
+SELECT nextval('es_events_global_position_seq'), 'big' || (g % 10000) || '-' || (g / 10000), 1,
+       gen_random_uuid(), 'Deposited', jsonb_build_object('amount', g, 'currency', 'EUR')
+FROM generate_series(1, 1000000) g;
+INSERT INTO es_streams (stream_id, version) SELECT DISTINCT stream_id, 1 FROM es_events WHERE stream_id LIKE 'big%';
+SELECT es_append('cat100-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Deposited', 'data', jsonb_build_object('n', g))) FROM generate_series(1, 100) g));
+SELECT es_append('read-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'AccountOpened', 'data', jsonb_build_object('name', 'x', 'n', g))) FROM generate_series(1, 1000) g));
+VACUUM ANALYZE es_events;
+SQL
+
+es_log "replaying 1M events in pages of 1,000: es_read_all vs raw ORDER BY global_position"
+replay() {
+	local query=$1 start end
+	start=$(date +%s.%N)
+	psql -X -q -v ON_ERROR_STOP=1 <<SQL
+DO \$\$
+DECLARE
+    last bigint := 0;
+    n bigint;
+    top bigint;
+BEGIN
+    LOOP
+        SELECT count(*), max(global_position) INTO n, top FROM ($query) page;
+        EXIT WHEN n = 0;
+        last := top;
+    END LOOP;
+END
+\$\$;
+SQL
+	end=$(date +%s.%N)
+	awk -v s="$start" -v e="$end" -v n="$(psql -X -At -c 'SELECT count(*) FROM es_events')" 'BEGIN { printf "%.0f", n / (e - s) }'
+}
+replay_es=$(replay "SELECT * FROM es_read_all(last, 1000)")
+replay_raw=$(replay "SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at FROM es_events WHERE global_position > last ORDER BY global_position LIMIT 1000")
+row "replay 1M events, pages of 1,000: es_read_all vs raw" "$replay_es" "$replay_raw" "events/s"
+
+es_log "reading a 100-event category among 1M events"
+cat_es=$(echo "SELECT * FROM es_read_category('cat100', 0, 1000);" | tps 1)
+cat_raw=$(echo "SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at FROM es_events WHERE es_category(stream_id) = 'cat100' AND global_position > 0 ORDER BY global_position LIMIT 1000;" | tps 1)
+row "category of 100 events: es_read_category vs raw" "$cat_es" "$cat_raw" "reads/s"
+
+es_log "es_read of 1,000 events with and without upcasters"
+read_raw=$(echo "SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at FROM es_events WHERE stream_id = 'read-1' ORDER BY version;" | tps 1)
+read_none=$(echo "SELECT * FROM es_read('read-1');" | tps 1)
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE FUNCTION other_v1_to_v2(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$ SELECT data $$;
+SELECT es_register_upcaster('Other' || g, 1, 'other_v1_to_v2(jsonb)') FROM generate_series(1, 20) g;
+SQL
+read_other=$(echo "SELECT * FROM es_read('read-1');" | tps 1)
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE FUNCTION opened_v1_to_v2_sql(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT (data - 'name') || jsonb_build_object('owner', data->'name') $$;
+CREATE FUNCTION opened_v2_to_v3_sql(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT data || '{"currency": "USD"}' $$;
+SELECT es_register_upcaster('AccountOpened', 1, 'opened_v1_to_v2_sql(jsonb)');
+SELECT es_register_upcaster('AccountOpened', 2, 'opened_v2_to_v3_sql(jsonb)');
+SQL
+read_sql=$(echo "SELECT * FROM es_read('read-1');" | tps 1)
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE OR REPLACE FUNCTION opened_v1_to_v2_sql(data jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE
+AS $$ BEGIN RETURN (data - 'name') || jsonb_build_object('owner', data->'name'); END $$;
+CREATE OR REPLACE FUNCTION opened_v2_to_v3_sql(data jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE
+AS $$ BEGIN RETURN data || '{"currency": "USD"}'; END $$;
+SQL
+read_plpgsql=$(echo "SELECT * FROM es_read('read-1');" | tps 1)
+row "es_read 1,000 events, no upcasters vs raw SELECT" "$read_none" "$read_raw" "reads/s"
+row "es_read, upcasters for 20 other types vs none" "$read_other" "$read_none" "reads/s"
+row "es_read, 2-step chain in SQL vs no upcasting" "$read_sql" "$read_none" "reads/s"
+row "es_read, 2-step chain in PL/pgSQL vs no upcasting" "$read_plpgsql" "$read_none" "reads/s"
+per_event() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (1e6 / a - 1e6 / b) / 1000 }'; }
+UPCAST_COST="per-event cost of the 2-step chain: SQL $(per_event "$read_sql" "$read_none") us, PL/pgSQL $(per_event "$read_plpgsql" "$read_none") us"
+
+es_log "es_wait wake-up latency (1,000 commits)"
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE EXTENSION IF NOT EXISTS dblink;
+CREATE FUNCTION es_bench_wait_latency(commits int) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    last bigint;
+    t0 timestamptz;
+    lat float8[] := '{}';
+BEGIN
+    PERFORM dblink_connect('waiter', 'dbname=es_bench');
+    PERFORM dblink_connect('writer', 'dbname=es_bench');
+    FOR i IN 1..commits LOOP
+        last := (SELECT max(global_position) FROM es_read_all(0, NULL));
+        PERFORM dblink_send_query('waiter', format('SELECT es_wait(%s, 5000)', last));
+        PERFORM pg_sleep(0.002);    -- the waiter is asleep by now
+        PERFORM dblink_exec('writer', format('SELECT es_append(%L, NULL, %L, %L)', 'wait-1', 'Tick', '{}'));
+        t0 := clock_timestamp();
+        PERFORM * FROM dblink_get_result('waiter') AS r(p bigint);
+        PERFORM * FROM dblink_get_result('waiter') AS r(p bigint);
+        lat := lat || extract(epoch FROM clock_timestamp() - t0) * 1000;
+    END LOOP;
+    PERFORM dblink_disconnect('waiter');
+    PERFORM dblink_disconnect('writer');
+    RETURN (SELECT format('median %s ms, p99 %s ms over %s commits',
+        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY x)::numeric, 3),
+        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3), commits) FROM unnest(lat) x);
+END
+$$;
+SQL
+WAIT_LATENCY=$(psql -X -q -At -c "SELECT es_bench_wait_latency(1000)")
+es_cluster_stop
+
+es_log "appends at 8 clients without preloading (no registry: advisory-lock fallback)"
+ES_PRELOAD=0 start
+# es.notify off on both sides: without the worker every append would also
+# NOTIFY from its own transaction, which is a different cost.
+psql -X -q -c "LOAD 'es'" -c "ALTER SYSTEM SET es.notify = off" -c "SELECT pg_reload_conf()" >/dev/null
+without_registry=$(append_script | tps 8 -D run=4)
+es_cluster_stop
+row "append, 8 clients: registry vs none (not preloaded), notify off" "$notify_off" "$without_registry" "events/s"
+
+es_log "results (ratio = first / second; sync_commit on, fsync on)"
+printf '%-58s %12s %12s %8s  %s\n' "benchmark" "first" "second" "ratio" "unit"
+printf '%s\n' "${ROWS[@]}"
+echo "$UPCAST_COST"
+echo "es_wait wake-up, from an append's COMMIT returning to the waiter's result (through dblink): $WAIT_LATENCY"
