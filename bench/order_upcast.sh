@@ -145,14 +145,14 @@ UPCAST_COST="per-event cost of the 2-step chain: SQL $(per_event "$read_sql" "$r
 es_log "es_wait wake-up latency (1,000 commits)"
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
 CREATE EXTENSION IF NOT EXISTS dblink;
-CREATE FUNCTION es_bench_wait_latency(commits int) RETURNS text LANGUAGE plpgsql AS $$
+CREATE FUNCTION es_bench_wait_latency(commits int, connstr text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     last bigint;
     t0 timestamptz;
     lat float8[] := '{}';
 BEGIN
-    PERFORM dblink_connect('waiter', 'dbname=es_bench');
-    PERFORM dblink_connect('writer', 'dbname=es_bench');
+    PERFORM dblink_connect('waiter', connstr);
+    PERFORM dblink_connect('writer', connstr);
     FOR i IN 1..commits LOOP
         last := (SELECT max(global_position) FROM es_read_all(0, NULL));
         PERFORM dblink_send_query('waiter', format('SELECT es_wait(%s, 5000)', last));
@@ -171,7 +171,7 @@ BEGIN
 END
 $$;
 SQL
-WAIT_LATENCY=$(psql -X -q -At -c "SELECT es_bench_wait_latency(1000)")
+WAIT_LATENCY=$(psql -X -q -At -c "SELECT es_bench_wait_latency(1000, 'dbname=es_bench host=$PGHOST port=$PGPORT')")
 es_cluster_stop
 
 es_log "appends at 8 clients without preloading (no registry: advisory-lock fallback)"

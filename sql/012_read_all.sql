@@ -75,6 +75,12 @@ SELECT es_wait(:before_this_test, 10000) - :before_this_test AS readable_up_to;
 SELECT es_wait((SELECT max(global_position) FROM es_events), 50) = (SELECT max(global_position) FROM es_events) AS timed_out;
 SELECT es_wait((SELECT max(global_position) FROM es_events), 0) = (SELECT max(global_position) FROM es_events) AS no_wait;
 
+-- es_wait is interruptible: statement_timeout cancels it (SQLSTATE 57014)
+SELECT max(global_position) AS newest FROM es_events \gset
+SET statement_timeout = '200ms';
+SELECT es_wait(:newest, 60000);
+RESET statement_timeout;
+
 -- Errors
 SELECT case_name, es_test.sqlstate_of(statement) AS result FROM (VALUES
     ('all: null position',        $$SELECT * FROM es_read_all(NULL)$$),

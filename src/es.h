@@ -14,6 +14,7 @@
 
 #include "fmgr.h"
 #include "access/htup.h"
+#include "executor/tuptable.h"
 #include "storage/latch.h"
 #include "executor/spi.h"
 
@@ -76,6 +77,7 @@ extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 extern void EsUpcastInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
 extern void EsUpcastEnd(void);
+extern bool EsUpcastWanted(TupleTableSlot *slot);
 extern bool EsUpcastEvent(Datum *values, bool *nulls);
 extern int32 EsNewestSchemaVersion(const EsCatalog *catalog, text *event_type);
 

@@ -157,6 +157,13 @@ ReceiveEvent(TupleTableSlot *slot, DestReceiver *self)
 	Datum		values[ES_EVENT_NATTS];
 	bool		nulls[ES_EVENT_NATTS];
 
+	/* Most events read as stored: one copy, into the result. */
+	if (!EsUpcastWanted(slot))
+	{
+		tuplestore_puttupleslot(receiver->store, slot);
+		return true;
+	}
+
 	slot_getallattrs(slot);
 	memcpy(values, slot->tts_values, sizeof(values));
 	memcpy(nulls, slot->tts_isnull, sizeof(nulls));
@@ -168,10 +175,8 @@ ReceiveEvent(TupleTableSlot *slot, DestReceiver *self)
 	saved_error_context = error_context_stack;
 	error_context_stack = receiver->outer_error_context;
 	oldcontext = MemoryContextSwitchTo(receiver->event_context);
-	if (EsUpcastEvent(values, nulls))
-		tuplestore_putvalues(receiver->store, receiver->result_desc, values, nulls);
-	else
-		tuplestore_puttupleslot(receiver->store, slot);
+	(void) EsUpcastEvent(values, nulls);
+	tuplestore_putvalues(receiver->store, receiver->result_desc, values, nulls);
 	MemoryContextSwitchTo(oldcontext);
 	error_context_stack = saved_error_context;
 	MemoryContextReset(receiver->event_context);

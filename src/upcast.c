@@ -35,6 +35,7 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
+#include "executor/tuptable.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -328,6 +329,27 @@ UpcastErrorCallback(void *arg)
 			   TextDatumGetCString(ctx->values[COL_STREAM_ID - 1]),
 			   DatumGetInt64(ctx->values[COL_VERSION - 1]),
 			   ctx->from_version, format_procedure(ctx->fn_oid));
+}
+
+/*
+ * EsUpcastWanted
+ *		Whether an event (a slot with the columns of es_event) has steps to
+ *		go through; looks at its type and schema version only.  Must be
+ *		called between EsUpcastBegin and EsUpcastEnd.
+ */
+bool
+EsUpcastWanted(TupleTableSlot *slot)
+{
+	bool		isnull;
+	text	   *event_type;
+	UpcastChain *chain;
+
+	if (cache->chains == NULL)
+		return false;
+	event_type = DatumGetTextPP(slot_getattr(slot, COL_EVENT_TYPE, &isnull));
+	chain = FindChain(cache, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
+	return chain != NULL &&
+		DatumGetInt32(slot_getattr(slot, COL_SCHEMA_VERSION, &isnull)) <= chain->nsteps;
 }
 
 /*
