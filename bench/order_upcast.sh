@@ -29,7 +29,10 @@ PGBENCH=$ES_PG_BIN/pgbench
 [ -n "${ES_BENCH_SKIP_BUILD:-}" ] || es_setup
 
 declare -a ROWS=()
-row() { ROWS+=("$(printf '%-58s %12s %12s %8s  %s' "$1" "$2" "$3" "$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", a / b }')" "$4")"); }
+row() {
+	ROWS+=("$(printf '%-58s %12s %12s %8s  %s' "$1" "$2" "$3" "$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", a / b }')" "$4")")
+	echo "  ${ROWS[-1]}"
+}
 
 # tps SCRIPT CLIENTS [pgbench options]: transactions per second of a pgbench script (stdin)
 tps() {
@@ -157,7 +160,7 @@ BEGIN
         last := (SELECT max(global_position) FROM es_read_all(0, NULL));
         PERFORM dblink_send_query('waiter', format('SELECT es_wait(%s, 5000)', last));
         PERFORM pg_sleep(0.002);    -- the waiter is asleep by now
-        PERFORM dblink_exec('writer', format('SELECT es_append(%L, NULL, %L, %L)', 'wait-1', 'Tick', '{}'));
+        PERFORM * FROM dblink('writer', format('SELECT es_append(%L, NULL, %L, %L)', 'wait-1', 'Tick', '{}')) AS a(v bigint);
         t0 := clock_timestamp();
         PERFORM * FROM dblink_get_result('waiter') AS r(p bigint);
         PERFORM * FROM dblink_get_result('waiter') AS r(p bigint);
