@@ -95,7 +95,8 @@ DECLARE
     top bigint;
 BEGIN
     LOOP
-        SELECT count(*), max(global_position) INTO n, top FROM ($query) page;
+        -- count(data): both sides must produce whole rows, not just positions
+        SELECT count(data), max(global_position) INTO n, top FROM ($query) page;
         EXIT WHEN n = 0;
         last := top;
     END LOOP;
@@ -157,7 +158,7 @@ BEGIN
     PERFORM dblink_connect('waiter', connstr);
     PERFORM dblink_connect('writer', connstr);
     FOR i IN 1..commits LOOP
-        last := (SELECT max(global_position) FROM es_read_all(0, NULL));
+        last := (SELECT max(global_position) FROM es_events);
         PERFORM dblink_send_query('waiter', format('SELECT es_wait(%s, 5000)', last));
         PERFORM pg_sleep(0.002);    -- the waiter is asleep by now
         PERFORM * FROM dblink('writer', format('SELECT es_append(%L, NULL, %L, %L)', 'wait-1', 'Tick', '{}')) AS a(v bigint);
