@@ -11,6 +11,7 @@ OBJS = \
 	src/immutable.o \
 	src/upcast.o \
 	src/order.o \
+	src/privilege.o \
 	src/worker.o
 
 # The install script for the current version is generated from one source;

@@ -17,7 +17,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_namespace.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -72,6 +74,20 @@ LookupRelation(const char *relname, Oid schema_oid)
 	return relid;
 }
 
+static Oid
+RelationOwner(Oid relid)
+{
+	HeapTuple	tuple;
+	Oid			owner;
+
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
 /*
  * EsCatalogGet
  *		The extension's schema and relations, as seen from the function that
@@ -121,6 +137,7 @@ EsCatalogForSchema(Oid schema_oid)
 	catalog.position_seqid = LookupRelation("es_events_global_position_seq",
 											schema_oid);
 	catalog.upcasters_relid = LookupRelation("es_upcasters", schema_oid);
+	catalog.owner_oid = RelationOwner(catalog.events_relid);
 	catalog.generation++;
 	EsUpcastInvalidate();
 

@@ -46,6 +46,7 @@ typedef struct EsCatalog
 	Oid			streams_relid;
 	Oid			position_seqid; /* es_events_global_position_seq */
 	Oid			upcasters_relid;
+	Oid			owner_oid;		/* owner of es_events: es writes as this role */
 	uint64		generation;		/* changes whenever the lookup is redone */
 } EsCatalog;
 
@@ -92,8 +93,40 @@ extern void EsOrderSetWorker(Latch *latch, Oid dboid);
 extern bool EsWorkerNotifies(void);
 extern uint64 EsOrderAppendingCommits(void);
 
-/* worker.c */
+/*
+ * privilege.c: es's statements run as the tables' owner, user code as the
+ * role that caused the call (see its header comment).
+ */
+typedef struct EsUserSwitch
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			save_invoking_user;
+} EsUserSwitch;
+
+extern void EsBecomeOwner(const EsCatalog *catalog, EsUserSwitch *sw);
+extern void EsBecomeUser(Oid roleid, EsUserSwitch *sw);
+extern void EsRestoreUser(EsUserSwitch *sw);
+extern void EsResetInvokingUser(EsUserSwitch *sw);
+extern Oid	EsInvokingUserId(void);
+
+/*
+ * worker.c: the launcher, and in each database where es is installed a
+ * worker that is a small scheduler.  A task runs in the worker outside any
+ * transaction (it starts its own, as many as it likes) and returns how many
+ * milliseconds may pass before it must run again even when nothing wakes it
+ * (-1: only when woken).  What wakes a task is its wake mask: an appending
+ * commit in this database, a registry change (EsWorkerWake), or its timer.
+ * Tasks report what they did with EsWorkerReport.
+ */
+#define ES_WAKE_COMMIT		0x01
+#define ES_WAKE_REGISTRY	0x02
+
+typedef long (*EsTaskRun) (void);
+
 extern void EsWorkerRegister(void);
+extern void EsWorkerWake(void);
+extern void EsWorkerReport(const char *task, const char *what);
 
 /* read.c */
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,

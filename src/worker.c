@@ -221,3 +221,23 @@ es_worker_main(Datum main_arg)
 		last_notify_time = GetCurrentTimestamp();
 	}
 }
+
+/*
+ * EsWorkerWake
+ *		A registration changed: wake this database's worker (at commit).
+ *		(Placeholder until the per-database scheduler lands.)
+ */
+void
+EsWorkerWake(void)
+{
+}
+
+/*
+ * EsWorkerReport
+ *		What a task did last, for es_worker_status.
+ *		(Placeholder until the per-database scheduler lands.)
+ */
+void
+EsWorkerReport(const char *task, const char *what)
+{
+}

@@ -31,8 +31,8 @@ SELECT es_append('acct-1', 1, '[{"type": "Deposited", "data": {"amount": 5}, "me
 SELECT es_append('acct-2', NULL, 'Deposited', '{"amount": 7}');
 SQL
 
-"/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin/pg_dump" -Fc -d $src -f "$dump"
-"/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin/pg_restore" --exit-on-error -d $dst "$dump"
+"${ES_PG_BIN:-/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin}/pg_dump" -Fc -d $src -f "$dump"
+"${ES_PG_BIN:-/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin}/pg_restore" --exit-on-error -d $dst "$dump"
 
 snapshot() {
 	psql -X -q -At -v ON_ERROR_STOP=1 -d "$1" <<'SQL'

@@ -21,7 +21,9 @@ set -euo pipefail
 
 ES_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ES_PG_MAJOR=${ES_PG_MAJOR:-15}
-ES_PG_BIN=/usr/lib/postgresql/$ES_PG_MAJOR/bin
+# ES_PG_BIN may name another (relocated) installation of the same major.
+ES_PG_BIN=${ES_PG_BIN:-/usr/lib/postgresql/$ES_PG_MAJOR/bin}
+export ES_PG_BIN
 ES_CLUSTER_DIR=""
 
 es_log() { printf '\n==> %s\n' "$*"; }

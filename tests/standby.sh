@@ -10,7 +10,7 @@
 # es_append fails with SQLSTATE 25006.
 set -euo pipefail
 
-bin=/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin
+bin=${ES_PG_BIN:-/usr/lib/postgresql/${ES_PG_MAJOR:-15}/bin}
 primary_host=$PGHOST
 dir=$(mktemp -d /tmp/es-standby.XXXXXX)
 chmod 755 "$dir"

@@ -23,8 +23,8 @@ ISO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ISO_DIR/../.."
 
 PG_MAJOR=${ES_PG_MAJOR:-15}
-PG_BINDIR=/usr/lib/postgresql/$PG_MAJOR/bin
-ISO_REGRESS=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/isolation/pg_isolation_regress
+PG_BINDIR=${ES_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+ISO_REGRESS=$PG_BINDIR/../lib/pgxs/src/test/isolation/pg_isolation_regress
 OUT_DIR=tests/isolation/output_iso
 
 if [ ! -x "$ISO_REGRESS" ]; then
