@@ -63,6 +63,9 @@ typedef struct NewEvent
 	int32		schema_version;
 } NewEvent;
 
+/* True while es_append inserts into es_events (EsAppendInProgress). */
+static bool append_in_progress = false;
+
 /* What a batch element is called in messages, or -1 for the single form. */
 #define SINGLE_EVENT (-1)
 
@@ -726,27 +729,22 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
 
 /*
  * AppendEvents
- *		The one append path behind both SQL forms.  Returns the stream's new
- *		version.
+ *		The one append path behind both SQL forms, run as the owner of es's
+ *		tables.  Returns the stream's new version.
  */
 static int64
-AppendEvents(FunctionCallInfo fcinfo, NewEvent *events, int count, bool is_batch)
+AppendEventsAsOwner(FunctionCallInfo fcinfo, const EsCatalog *cat,
+					NewEvent *events, int count, bool is_batch)
 {
 	text	   *stream_id = PG_GETARG_TEXT_PP(0);
 	bool		expected_is_null = PG_ARGISNULL(1);
 	int64		expected_version = expected_is_null ? 0 : PG_GETARG_INT64(1);
-	const EsCatalog *cat;
 	bool		ids_given = false;
 	int64		new_version;
-
-	/* Say so in our own words, before any statement fails on it. */
-	PreventCommandIfReadOnly("es_append()");
-	PreventCommandDuringRecovery("es_append()");
 
 	for (int i = 0; i < count; i++)
 		ids_given |= events[i].event_id_given;
 
-	cat = EsCatalogGet(fcinfo);
 	SPI_connect();
 	CompleteEvents(cat, events, count, is_batch);
 
@@ -808,10 +806,56 @@ AppendEvents(FunctionCallInfo fcinfo, NewEvent *events, int count, bool is_batch
 		}
 	}
 
+	append_in_progress = true;
 	InsertEvents(cat, stream_id, new_version - count + 1, events, count);
+	append_in_progress = false;
 
 	SPI_finish();
 	return new_version;
+}
+
+/*
+ * AppendEvents
+ *		Both SQL forms: the caller's EXECUTE privilege on es_append is all
+ *		it needs; es's statements run as the tables' owner (privilege.c).
+ */
+static int64
+AppendEvents(FunctionCallInfo fcinfo, NewEvent *events, int count, bool is_batch)
+{
+	const EsCatalog *cat;
+	EsUserSwitch sw;
+	int64		new_version;
+
+	/* Say so in our own words, before any statement fails on it. */
+	PreventCommandIfReadOnly("es_append()");
+	PreventCommandDuringRecovery("es_append()");
+
+	cat = EsCatalogGet(fcinfo);
+	EsBecomeOwner(cat, &sw);
+	PG_TRY();
+	{
+		new_version = AppendEventsAsOwner(fcinfo, cat, events, count, is_batch);
+	}
+	PG_CATCH();
+	{
+		append_in_progress = false;
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
+	return new_version;
+}
+
+/*
+ * EsAppendInProgress
+ *		Whether es_append is inserting events right now: triggers on
+ *		es_events tell its rows from those of a restore.
+ */
+bool
+EsAppendInProgress(void)
+{
+	return append_in_progress;
 }
 
 /*

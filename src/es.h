@@ -128,6 +128,9 @@ extern void EsWorkerRegister(void);
 extern void EsWorkerWake(void);
 extern void EsWorkerReport(const char *task, const char *what);
 
+/* append.c */
+extern bool EsAppendInProgress(void);
+
 /* read.c */
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,
 							 bool read_only);
