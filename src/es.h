@@ -71,8 +71,11 @@ typedef struct EsPlan
 
 extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 
-/* Columns of the es_event type (and of EVENT_COLUMNS in read.c). */
+/* Columns of the es_event type, as a read query must return them. */
 #define ES_EVENT_NATTS 9
+#define ES_EVENT_COLUMNS \
+	"global_position, stream_id, version, event_id, event_type, " \
+	"schema_version, data, metadata, recorded_at"
 
 /* upcast.c */
 extern void EsUpcastInvalidate(void);
@@ -131,7 +134,15 @@ extern void EsWorkerReport(const char *task, const char *what);
 /* append.c */
 extern bool EsAppendInProgress(void);
 
-/* read.c */
+/*
+ * read.c.  EsScanEvents is the one place where stored events become es_event
+ * values (upcast); sinks get them in a per-event memory context.
+ */
+typedef void (*EsEventSink) (Datum *values, bool *nulls, void *arg);
+
+extern uint64 EsScanEvents(const EsCatalog *catalog, EsPlan *plan, Datum *args,
+						   const char *nulls, bool latest_snapshot,
+						   EsEventSink sink, void *sink_arg);
 extern int64 EsStreamVersion(const EsCatalog *catalog, text *stream_id,
 							 bool read_only);
 extern int64 EsNewestEventUpTo(const EsCatalog *catalog, int64 after_position,

@@ -42,9 +42,7 @@ PG_FUNCTION_INFO_V1(es_read_category);
 PG_FUNCTION_INFO_V1(es_wait);
 PG_FUNCTION_INFO_V1(es_stream_hash);
 
-#define EVENT_COLUMNS \
-	"global_position, stream_id, version, event_id, event_type, " \
-	"schema_version, data, metadata, recorded_at"
+#define EVENT_COLUMNS ES_EVENT_COLUMNS
 
 /* LIMIT NULL is LIMIT ALL. */
 static EsPlan read_forward_plan = {
@@ -136,14 +134,18 @@ MaterializeResult(FunctionCallInfo fcinfo, TupleDesc *tupdesc)
 
 /*
  * The receiver the read query's rows go to: each row goes through the
- * upcast step and into the result tuplestore, without an intermediate copy
- * (no SPI tuple table, no cursor).
+ * upcast step and then to its sink, without an intermediate copy (no SPI
+ * tuple table, no cursor).  When the sink is a result tuplestore, an event
+ * that needs no upcasting goes into it as stored, without being deformed.
  */
 typedef struct EventReceiver
 {
 	DestReceiver pub;
-	Tuplestorestate *store;
+	Tuplestorestate *store;		/* the result, or NULL: call sink */
 	TupleDesc	result_desc;
+	EsEventSink sink;
+	void	   *sink_arg;
+	uint64		count;
 	MemoryContext event_context;	/* reset after each event */
 	ErrorContextCallback *outer_error_context;	/* the caller's */
 } EventReceiver;
@@ -157,8 +159,10 @@ ReceiveEvent(TupleTableSlot *slot, DestReceiver *self)
 	Datum		values[ES_EVENT_NATTS];
 	bool		nulls[ES_EVENT_NATTS];
 
+	receiver->count++;
+
 	/* Most events read as stored: one copy, into the result. */
-	if (!EsUpcastWanted(slot))
+	if (receiver->store != NULL && !EsUpcastWanted(slot))
 	{
 		tuplestore_puttupleslot(receiver->store, slot);
 		return true;
@@ -176,7 +180,10 @@ ReceiveEvent(TupleTableSlot *slot, DestReceiver *self)
 	error_context_stack = receiver->outer_error_context;
 	oldcontext = MemoryContextSwitchTo(receiver->event_context);
 	(void) EsUpcastEvent(values, nulls);
-	tuplestore_putvalues(receiver->store, receiver->result_desc, values, nulls);
+	if (receiver->store != NULL)
+		tuplestore_putvalues(receiver->store, receiver->result_desc, values, nulls);
+	else
+		receiver->sink(values, nulls, receiver->sink_arg);
 	MemoryContextSwitchTo(oldcontext);
 	error_context_stack = saved_error_context;
 	MemoryContextReset(receiver->event_context);
@@ -198,20 +205,19 @@ ReceiverNoop(DestReceiver *self)
 }
 
 /*
- * ReadEvents
- *		Runs a query that returns es_events rows (EVENT_COLUMNS, in order)
- *		and returns them, upcast, as the function's result set.  With
- *		latest_snapshot, the query reads with a snapshot taken now rather
- *		than the statement's: reads in global order compute their horizon
- *		first and must then see everything that committed below it.
+ * ScanEvents
+ *		Runs a query that returns es_events rows (ES_EVENT_COLUMNS, in
+ *		order) and hands each, upcast, to the result tuplestore or to the
+ *		sink.  With latest_snapshot, the query reads with a snapshot taken
+ *		now rather than the statement's: reads in global order compute their
+ *		horizon first and must then see everything that committed below it.
+ *		Returns the number of events read.
  */
-static void
-ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls,
-		   bool latest_snapshot)
+static uint64
+ScanEvents(const EsCatalog *cat, EsPlan *plan, Datum *args, const char *nulls,
+		   bool latest_snapshot, Tuplestorestate *store, TupleDesc result_desc,
+		   EsEventSink sink, void *sink_arg)
 {
-	TupleDesc	tupdesc;
-	Tuplestorestate *store = MaterializeResult(fcinfo, &tupdesc);
-	const EsCatalog *cat = EsCatalogGet(fcinfo);
 	EventReceiver receiver;
 	SPIExecuteOptions options;
 	int			nargs = plan->nargs;
@@ -224,7 +230,9 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	receiver.pub.rDestroy = ReceiverNoop;
 	receiver.pub.mydest = DestNone;
 	receiver.store = store;
-	receiver.result_desc = tupdesc;
+	receiver.result_desc = result_desc;
+	receiver.sink = sink;
+	receiver.sink_arg = sink_arg;
 	receiver.event_context = AllocSetContextCreate(CurrentMemoryContext, "es read event",
 												   ALLOCSET_DEFAULT_SIZES);
 	receiver.outer_error_context = error_context_stack;
@@ -262,6 +270,37 @@ ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls
 	PG_END_TRY();
 	SPI_finish();
 	MemoryContextDelete(receiver.event_context);
+	return receiver.count;
+}
+
+/*
+ * EsScanEvents
+ *		The one place where stored events become es_event values, for C
+ *		callers that fold or dispatch them: runs plan (a query returning
+ *		ES_EVENT_COLUMNS) and calls sink once per event, upcast, in a memory
+ *		context that is reset after each call.  Returns the number of events.
+ */
+uint64
+EsScanEvents(const EsCatalog *cat, EsPlan *plan, Datum *args, const char *nulls,
+			 bool latest_snapshot, EsEventSink sink, void *sink_arg)
+{
+	return ScanEvents(cat, plan, args, nulls, latest_snapshot, NULL, NULL,
+					  sink, sink_arg);
+}
+
+/*
+ * ReadEvents
+ *		ScanEvents into the set-returning function's result.
+ */
+static void
+ReadEvents(FunctionCallInfo fcinfo, EsPlan *plan, Datum *args, const char *nulls,
+		   bool latest_snapshot)
+{
+	TupleDesc	tupdesc;
+	Tuplestorestate *store = MaterializeResult(fcinfo, &tupdesc);
+
+	(void) ScanEvents(EsCatalogGet(fcinfo), plan, args, nulls, latest_snapshot,
+					  store, tupdesc, NULL, NULL);
 }
 
 static text *
