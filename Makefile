@@ -12,6 +12,7 @@ OBJS = \
 	src/upcast.o \
 	src/order.o \
 	src/privilege.o \
+	src/launcher.o \
 	src/worker.o
 
 # The install script for the current version is generated from one source;
@@ -39,4 +40,4 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-$(OBJS): src/es.h src/errcodes.h src/compat.h
+$(OBJS): src/es.h src/errcodes.h src/compat.h src/launcher.h

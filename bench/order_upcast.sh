@@ -54,11 +54,11 @@ SQL
 }
 
 start() {
-	es_cluster_start 'shared_buffers = 1GB' 'max_wal_size = 8GB' "es.worker_database = 'es_bench'"
+	es_cluster_start 'shared_buffers = 1GB' 'max_wal_size = 8GB'
 	export PGDATABASE=es_bench
 	createdb es_bench
 	psql -X -q -c 'CREATE EXTENSION es' 2>/dev/null
-	sleep 2	# let the worker connect to es_bench
+	sleep 2	# the launcher gives es_bench its worker within about a second
 }
 
 # --- 1. the registry and notifications -------------------------------------

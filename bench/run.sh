@@ -59,34 +59,30 @@ WORK=$ES_CLUSTER_DIR/bench
 mkdir -p "$WORK"
 psql_do() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
-# use_worker_database DB: points es's background worker at DB, where the
-# appends run, so that it sends the coalesced notifications: in any other
-# database, every appending transaction NOTIFYs itself, which serialises
-# commits on PostgreSQL's notification queue lock (measured here: about half
-# the append throughput at 8 clients).
+# wait_for_worker DB: as a user would have it, a database created after the
+# server started, es installed there, no es.* setting: the launcher gives it
+# its own worker within about a second, which sends the coalesced
+# notifications.  Without one, every appending transaction NOTIFYs itself,
+# which serialises commits on PostgreSQL's notification queue lock (about
+# half the append throughput at 8 clients).
 NOTIFY_MODE="es has no background worker"
-use_worker_database() {
+wait_for_worker() {
 	local db=$1
-	[ "$(psql -X -At -d postgres -c \
-		"SELECT count(*) FROM pg_settings WHERE name = 'es.worker_database'")" = 1 ] || return 0
-	psql_do -d postgres -c "ALTER SYSTEM SET es.worker_database = '$db'" \
-		-c 'SELECT pg_reload_conf()' >/dev/null
-	for _ in $(seq 60); do
-		if [ "$(psql -X -At -d postgres -c \
-			"SELECT datname FROM pg_stat_activity WHERE backend_type = 'es worker'")" = "$db" ]; then
-			NOTIFY_MODE="notifications sent by the es worker"
+	for _ in $(seq 100); do
+		if [ -n "$(psql -X -At -d "$db" -c "SELECT pid FROM es_worker_status" 2>/dev/null)" ]; then
+			NOTIFY_MODE="notifications sent by the database's es worker"
 			return 0
 		fi
-		sleep 1
+		sleep 0.1
 	done
-	echo "warning: the es worker did not connect to $db: appends notify from their own transactions" >&2
-	NOTIFY_MODE="notifications sent by the appending transactions (worker not connected)"
+	echo "warning: no es worker in $db: appends notify from their own transactions" >&2
+	NOTIFY_MODE="notifications sent by the appending transactions (no worker)"
 }
 
 export PGDATABASE=es_bench
 createdb es_bench
-use_worker_database es_bench
 psql_do -f "$BENCH_DIR/schema.sql" >/dev/null
+wait_for_worker es_bench
 psql_do -c 'VACUUM ANALYZE' >/dev/null
 
 # The 100-event batch, one JSON array, sent as one parameter.
@@ -358,8 +354,8 @@ if wants growth; then
 	es_log "append throughput as the store grows (database es_growth)"
 	export PGDATABASE=es_growth
 	createdb es_growth
-	use_worker_database es_growth
 	psql_do -c 'CREATE EXTENSION es' -f "$BENCH_DIR/raw_events.sql"
+	wait_for_worker es_growth
 	sizes="0 1000000"
 	[ "$BIG" = 1 ] && sizes="$sizes 10000000"
 	for size in $sizes; do

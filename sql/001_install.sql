@@ -34,5 +34,4 @@ SELECT es_category('settings-loaded');
 SHOW es.max_event_size;
 SHOW es.notify;
 SHOW es.notify_interval;
-SHOW es.worker_database;
 SHOW es.worker_naptime;

@@ -1,39 +1,67 @@
--- es functions run with the caller's privileges; the grants README.md
--- documents are exactly what readers and writers need.
+-- Privileges: reading needs SELECT; appending needs EXECUTE on es_append
+-- (not PUBLIC's) and nothing else; nobody but the owner writes es's tables
+-- directly, whatever it is granted; registration is not PUBLIC's.
 CREATE ROLE es_reader;
 CREATE ROLE es_writer;
 CREATE ROLE es_nobody;
 GRANT SELECT ON es_events, es_streams TO es_reader;
-GRANT SELECT, INSERT ON es_events TO es_writer;
-GRANT SELECT, INSERT, UPDATE ON es_streams TO es_writer;
+GRANT EXECUTE ON FUNCTION es_append(text, bigint, text, jsonb, jsonb, uuid),
+                          es_append(text, bigint, jsonb) TO es_writer;
 
+-- A writer with nothing but EXECUTE on es_append: every form works.
 SET ROLE es_writer;
 SELECT es_append('priv-1', 0, 'A', '{}');
 SELECT es_append('priv-1', 1, 'B', '{}', NULL, '70000000-0000-4000-8000-000000000001');
 SELECT es_append('priv-1', 1, 'B', '{}', NULL, '70000000-0000-4000-8000-000000000001') AS retry;
 SELECT es_append('priv-1', NULL, '[{"type": "C", "data": {}}, {"type": "D", "data": {}}]');
 SELECT es_append('priv-1', -1, 'E', '{}');
-SELECT es_append('priv-1', 1, 'X', '{}');
-SELECT version, event_type FROM es_read('priv-1');
+SELECT es_test.sqlstate_of($$SELECT es_append('priv-1', 1, 'X', '{}')$$) AS conflict;
+-- ... but cannot read (no SELECT), nor write the tables directly.
+SELECT es_test.sqlstate_of($$SELECT count(*) FROM es_read('priv-1')$$) AS read;
+SELECT es_test.sqlstate_of($$INSERT INTO es_events VALUES (1000000, 'priv-1', 7, gen_random_uuid(), 'Forged', 1, '{}', NULL, now())$$) AS insert_events;
+SELECT es_test.sqlstate_of($$UPDATE es_streams SET version = 99$$) AS update_streams;
+SELECT es_test.sqlstate_of($$DELETE FROM es_events$$) AS delete_events;
+SELECT es_test.sqlstate_of($$TRUNCATE es_streams$$) AS truncate_streams;
+SELECT es_test.sqlstate_of($$SELECT nextval('es_events_global_position_seq')$$) AS sequence;
 RESET ROLE;
 
+-- Even granted INSERT and UPDATE, another role cannot forge events or versions.
+GRANT INSERT ON es_events TO es_writer;
+GRANT SELECT, UPDATE ON es_streams TO es_writer;
+SET ROLE es_writer;
+SELECT es_test.sqlstate_of($$INSERT INTO es_events VALUES (1000000, 'priv-1', 7, gen_random_uuid(), 'Forged', 1, '{}', NULL, now())$$) AS insert_events;
+SELECT es_test.sqlstate_of($$UPDATE es_streams SET version = 99 WHERE stream_id = 'priv-1'$$) AS update_streams;
+SELECT es_test.sqlstate_of($$UPDATE es_events SET data = '{}'$$) AS update_events;
+RESET ROLE;
+REVOKE INSERT ON es_events FROM es_writer;
+REVOKE SELECT, UPDATE ON es_streams FROM es_writer;
+
+-- A reader reads, and cannot append.
 SET ROLE es_reader;
 SELECT version, event_type FROM es_read_backward('priv-1', NULL, 2);
 SELECT es_stream_version('priv-1');
-SELECT es_append('priv-1', 5, 'F', '{}');
+SELECT es_test.sqlstate_of($$SELECT es_append('priv-1', 5, 'F', '{}')$$) AS append;
+SELECT es_test.sqlstate_of($$SELECT es_append('priv-1', 5, '[{"type": "F", "data": {}}]')$$) AS append_batch;
+SELECT es_test.sqlstate_of($$SELECT es_register_upcaster('A', 1, 'pg_catalog.jsonb_strip_nulls(jsonb)')$$) AS register;
+SELECT es_test.sqlstate_of($$SELECT es_unregister_upcaster('A', 1)$$) AS unregister;
 RESET ROLE;
 
+-- A role with nothing can do neither.
 SET ROLE es_nobody;
-SELECT es_append('priv-2', 0, 'A', '{}');
-SELECT count(*) FROM es_read('priv-1');
-SELECT es_stream_version('priv-1');
+SELECT es_test.sqlstate_of($$SELECT es_append('priv-2', 0, 'A', '{}')$$) AS append;
+SELECT es_test.sqlstate_of($$SELECT count(*) FROM es_read('priv-1')$$) AS read;
+SELECT es_test.sqlstate_of($$SELECT es_stream_version('priv-1')$$) AS stream_version;
 -- es_category touches no table
 SELECT es_category('priv-1');
 RESET ROLE;
 
+-- Nothing above wrote anything but the writer's appends.
 SELECT stream_id, version FROM es_streams WHERE stream_id LIKE 'priv-%';
+SELECT version, event_type FROM es_read('priv-1');
 
-REVOKE ALL ON es_events, es_streams FROM es_reader, es_writer;
+REVOKE ALL ON es_events, es_streams FROM es_reader;
+REVOKE EXECUTE ON FUNCTION es_append(text, bigint, text, jsonb, jsonb, uuid),
+                           es_append(text, bigint, jsonb) FROM es_writer;
 DROP ROLE es_reader;
 DROP ROLE es_writer;
 DROP ROLE es_nobody;

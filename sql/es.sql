@@ -136,6 +136,22 @@ LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb) IS
     'Appends a JSON array of events atomically, with consecutive versions; returns the new version';
 
+-- The right to append is the right to call es_append, which writes es's
+-- tables as their owner (src/privilege.c).  Nobody else can write them,
+-- whatever they are granted: row-level security lets other roles read
+-- (given SELECT) and never insert or update.  The owner is not subject to
+-- it, so es_append, pg_restore and logical replication's apply work.
+REVOKE EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, text, jsonb, jsonb, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb) FROM PUBLIC;
+
+ALTER TABLE @extschema@.es_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_events_read ON @extschema@.es_events FOR SELECT USING (true);
+ALTER TABLE @extschema@.es_streams ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_streams_read ON @extschema@.es_streams FOR SELECT USING (true);
+-- An UPDATE by another role fails (42501) rather than silently matching nothing.
+CREATE POLICY es_streams_no_update ON @extschema@.es_streams FOR UPDATE
+    USING (true) WITH CHECK (false);
+
 /*
  * Read
  */
@@ -357,6 +373,8 @@ $$;
 COMMENT ON FUNCTION @extschema@.es_register_upcaster(text, integer, regprocedure) IS
     'Registers fn(jsonb) RETURNS jsonb as the upcaster of event_type from from_schema_version to the next';
 
+REVOKE EXECUTE ON FUNCTION @extschema@.es_register_upcaster(text, integer, regprocedure) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.es_unregister_upcaster(
     event_type text,
     from_schema_version integer)
@@ -400,3 +418,28 @@ $$;
 
 COMMENT ON FUNCTION @extschema@.es_unregister_upcaster(text, integer) IS
     'Unregisters the newest upcaster step of an event type';
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_unregister_upcaster(text, integer) FROM PUBLIC;
+
+/*
+ * The background worker of this database
+ */
+CREATE FUNCTION @extschema@.es_get_worker_status(
+    OUT pid integer,
+    OUT started_at timestamptz,
+    OUT state text,
+    OUT last_task text,
+    OUT last_report text,
+    OUT last_report_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'es_get_worker_status'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED ROWS 1;
+
+COMMENT ON FUNCTION @extschema@.es_get_worker_status() IS
+    'This database''s es background worker, as it reports itself (see the es_worker_status view)';
+
+CREATE VIEW @extschema@.es_worker_status AS
+    SELECT * FROM @extschema@.es_get_worker_status();
+
+COMMENT ON VIEW @extschema@.es_worker_status IS
+    'This database''s es background worker: pid, start, state and what it did last (no row when none runs)';

@@ -9,12 +9,11 @@
  *						plus metadata (SQLSTATE 54000 beyond it)
  *	es.notify			send notifications on channel es_events
  *	es.notify_interval	at most one notification per interval (worker)
- *	es.worker_database	the database the background worker serves
  *	es.worker_naptime	how long the idle worker sleeps between looks
  *
  * With shared_preload_libraries = 'es', _PG_init also asks for the shared
  * memory of the in-flight append registry (order.c) and registers the
- * background worker (worker.c).
+ * launcher of the per-database background workers (launcher.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -33,7 +32,6 @@ PG_MODULE_MAGIC;
 int			es_max_event_size = 1024 * 1024;
 bool		es_notify = true;
 int			es_notify_interval = 10;
-char	   *es_worker_database = NULL;
 int			es_worker_naptime = 1000;
 
 void		_PG_init(void);
@@ -73,17 +71,8 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("es.worker_database",
-							   "Database the es background worker connects to.",
-							   "After a change (and a reload), the worker restarts and connects to the new database.",
-							   &es_worker_database,
-							   "postgres",
-							   PGC_SIGHUP,
-							   0,
-							   NULL, NULL, NULL);
-
 	DefineCustomIntVariable("es.worker_naptime",
-							"How long the idle es background worker sleeps between looks.",
+							"Longest time an idle es background worker sleeps; it also looks this often whether es is still installed.",
 							NULL,
 							&es_worker_naptime,
 							1000,
@@ -98,6 +87,6 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		EsOrderInit();
-		EsWorkerRegister();
+		EsLauncherInit();
 	}
 }

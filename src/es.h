@@ -25,7 +25,6 @@
 extern int	es_max_event_size;
 extern bool es_notify;
 extern int	es_notify_interval;
-extern char *es_worker_database;
 extern int	es_worker_naptime;
 
 /* The channel es_append's notifications go to. */
@@ -92,9 +91,6 @@ extern int64 EsTakeGlobalPosition(const EsCatalog *catalog);
 extern int64 EsReadHorizon(const EsCatalog *catalog);
 extern int64 EsWaitForHorizon(const EsCatalog *catalog, int64 after_position,
 							  int timeout_ms);
-extern void EsOrderSetWorker(Latch *latch, Oid dboid);
-extern bool EsWorkerNotifies(void);
-extern uint64 EsOrderAppendingCommits(void);
 
 /*
  * privilege.c: es's statements run as the tables' owner, user code as the
@@ -127,9 +123,13 @@ extern Oid	EsInvokingUserId(void);
 
 typedef long (*EsTaskRun) (void);
 
-extern void EsWorkerRegister(void);
-extern void EsWorkerWake(void);
 extern void EsWorkerReport(const char *task, const char *what);
+
+/* launcher.c */
+extern void EsLauncherInit(void);
+extern void EsWorkerWake(void);
+extern bool EsWorkerCommitted(void);
+extern bool EsWorkerNotifies(void);
 
 /* append.c */
 extern bool EsAppendInProgress(void);

@@ -46,8 +46,8 @@
  * slowest appending transaction in flight.
  *
  * The commit callback also wakes es_wait sleepers (a condition variable,
- * signalled only when someone waits) and the background worker that sends
- * the coalesced notifications.
+ * signalled only when someone waits) and the database's background worker
+ * (launcher.c), which sends the coalesced notifications.
  *
  * PREPARE TRANSACTION after an append is refused: a prepared transaction
  * outlives its backend's slot.
@@ -94,9 +94,6 @@ typedef struct EsOrderShared
 	LWLock	   *lock;
 	ConditionVariable committed;	/* es_wait sleeps on this */
 	pg_atomic_uint32 waiters;	/* sessions in es_wait */
-	pg_atomic_uint64 appending_commits; /* for the worker: something new */
-	Latch	   *worker_latch;	/* set by the worker; NULL when none runs */
-	Oid			worker_dboid;	/* the database the worker notifies for */
 	int			nslots;
 	EsInFlight	slots[FLEXIBLE_ARRAY_MEMBER];
 } EsOrderShared;
@@ -152,9 +149,6 @@ OrderShmemStartup(void)
 		order_shared->lock = &(GetNamedLWLockTranche("es"))->lock;
 		ConditionVariableInit(&order_shared->committed);
 		pg_atomic_init_u32(&order_shared->waiters, 0);
-		pg_atomic_init_u64(&order_shared->appending_commits, 0);
-		order_shared->worker_latch = NULL;
-		order_shared->worker_dboid = InvalidOid;
 		order_shared->nslots = RegistrySlots();
 		for (int i = 0; i < order_shared->nslots; i++)
 		{
@@ -220,12 +214,10 @@ ClearSlotAtExit(int code, Datum arg)
 static void
 AnnounceHorizonMove(void)
 {
-	pg_atomic_fetch_add_u64(&order_shared->appending_commits, 1);
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(&order_shared->waiters) > 0)
 		ConditionVariableBroadcast(&order_shared->committed);
-	if (es_notify && EsWorkerNotifies())
-		SetLatch(order_shared->worker_latch);
+	(void) EsWorkerCommitted();
 }
 
 static void
@@ -501,37 +493,4 @@ EsWaitForHorizon(const EsCatalog *cat, int64 after_position, int timeout_ms)
 	}
 	PG_END_TRY();
 	return newest;
-}
-
-/*
- * EsOrderSetWorker
- *		The worker announces itself, or with NULL its exit.
- */
-void
-EsOrderSetWorker(Latch *latch, Oid dboid)
-{
-	if (order_shared == NULL)
-		return;
-	order_shared->worker_dboid = dboid;
-	pg_write_barrier();
-	order_shared->worker_latch = latch;
-}
-
-/*
- * EsWorkerNotifies
- *		Whether the background worker sends this database's notifications
- *		(else the appending transactions send their own).
- */
-bool
-EsWorkerNotifies(void)
-{
-	return order_shared != NULL &&
-		order_shared->worker_latch != NULL &&
-		order_shared->worker_dboid == MyDatabaseId;
-}
-
-uint64
-EsOrderAppendingCommits(void)
-{
-	return order_shared ? pg_atomic_read_u64(&order_shared->appending_commits) : 0;
 }
