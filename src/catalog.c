@@ -195,7 +195,8 @@ EsPlanGet(EsPlan *plan, const EsCatalog *cat)
 		char	   *sql = ExpandSchema(plan->sql, cat->schema_quoted);
 		SPIPlanPtr	prepared;
 
-		prepared = SPI_prepare(sql, plan->nargs, plan->argtypes);
+		prepared = SPI_prepare_cursor(sql, plan->nargs, plan->argtypes,
+									  plan->cursor_options);
 		if (prepared == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 				 sql, SPI_result_code_string(SPI_result));

@@ -56,7 +56,9 @@ extern const EsCatalog *EsCatalogForSchema(Oid schema_oid);
  * A statement kept prepared across calls.  Its text names the extension's
  * schema as @extschema@, like the install script does; the plan is rebuilt
  * whenever the catalog is.  Define one as a static with the text, the
- * argument count and types filled in.
+ * argument count and types filled in.  A kept plan goes generic after five
+ * executions; a statement whose best plan depends on its arguments (how
+ * rare a value is) asks for CURSOR_OPT_CUSTOM_PLAN: planned for every call.
  */
 #define ES_MAX_PLAN_ARGS 12
 typedef struct EsPlan
@@ -64,6 +66,7 @@ typedef struct EsPlan
 	const char *sql;
 	int			nargs;
 	Oid			argtypes[ES_MAX_PLAN_ARGS];
+	int			cursor_options; /* e.g. CURSOR_OPT_CUSTOM_PLAN; 0: default */
 	SPIPlanPtr	plan;
 	uint64		generation;
 } EsPlan;

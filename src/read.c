@@ -25,6 +25,7 @@
 #include "executor/tuptable.h"
 #include "funcapi.h"
 #include "nodes/params.h"
+#include "nodes/parsenodes.h"
 #include "utils/memutils.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -74,7 +75,10 @@ static EsPlan read_all_plan = {
 /*
  * One category in global order, through the index on
  * (es_category(stream_id), global_position); $5/$6: consumer group member
- * and size, or NULL.
+ * and size, or NULL.  Planned for every call: the generic plan walks the
+ * primary key and filters by category, which for a sparse category scans
+ * most of the table (measured: 50x slower than the category index); the
+ * planner sees which case it is only from the category's statistics.
  */
 static EsPlan read_category_plan = {
 	"SELECT " EVENT_COLUMNS " FROM @extschema@.es_events "
@@ -84,7 +88,8 @@ static EsPlan read_category_plan = {
 	"AND ($6 IS NULL OR @extschema@.es_stream_hash(stream_id) "
 	"OPERATOR(pg_catalog.%) $6 OPERATOR(pg_catalog.=) $5) "
 	"ORDER BY global_position LIMIT $4",
-	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID},
+	CURSOR_OPT_CUSTOM_PLAN
 };
 
 static EsPlan newest_event_plan = {
