@@ -13,7 +13,8 @@ OBJS = \
 	src/order.o \
 	src/privilege.o \
 	src/launcher.o \
-	src/worker.o
+	src/worker.o \
+	src/aggregate.o
 
 # The install script for the current version is generated from one source;
 # upgrade scripts (sql/es--A--B.sql) are shipped as written.

@@ -97,3 +97,29 @@ WHERE stream_id = 'account-alice' AND version = 1;
 SELECT es_append('account-bob', 0, 'AccountOpened',
                  '{"owner": "Bob", "opening_balance": 10, "currency": "EUR"}') AS new_version;
 SELECT stream_id, version, schema_version, data FROM es_events WHERE stream_id = 'account-bob';
+
+\echo '== Aggregates: Alice''s account as a left fold of her events'
+CREATE FUNCTION account_apply(state jsonb, e es_event) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE e.event_type
+        WHEN 'AccountOpened' THEN jsonb_build_object('owner', e.data->'owner',
+                                                     'balance', e.data->'opening_balance', 'open', true)
+        WHEN 'Deposited' THEN jsonb_set(state, '{balance}',
+                                        to_jsonb((state->>'balance')::numeric + (e.data->>'amount')::numeric))
+        WHEN 'Withdrawn' THEN jsonb_set(state, '{balance}',
+                                        to_jsonb((state->>'balance')::numeric - (e.data->>'amount')::numeric))
+        WHEN 'AccountClosed' THEN jsonb_set(state, '{open}', 'false')
+        ELSE state END
+$$;
+SELECT 'account' AS registered_aggregate
+FROM es_register_aggregate('account', 'account_apply(jsonb, es_event)');
+SELECT * FROM es_load('account-alice');
+\echo '   What was her balance before the first withdrawal?'
+SELECT state->'balance' AS balance_before_withdrawal, version
+FROM es_load_at('account-alice',
+                (SELECT recorded_at - interval '1 microsecond' FROM es_events
+                 WHERE stream_id = 'account-alice' AND event_type = 'Withdrawn'
+                 ORDER BY version LIMIT 1));
+\echo '   A snapshot, and es_load starts from it:'
+SELECT es_snapshot_take('account-alice') AS snapshot_version;
+SELECT * FROM es_load('account-alice');

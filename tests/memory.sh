@@ -7,6 +7,7 @@
 #    backend's private memory (RssAnon in /proc/PID/status) while it reads
 #    and fail if it grows by more than LIMIT_MB over what it used before.
 #    The stream takes ~250 MB as rows, so holding it would be seen at once.
+#    es_load folding it (no snapshot) is measured the same way.
 # 2. 110,000 appends in one long session must not leak per call: RssAnon
 #    while they run must stay within LIMIT_MB of what the session used before.
 #
@@ -82,6 +83,20 @@ if [ "$result" != "$EVENTS|$expected_sum" ]; then
 	failed=1
 fi
 check "es_read of $EVENTS events" "$base" "$peak"
+
+# es_load folds the stream without a snapshot: only the current state is kept.
+psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -d $DB <<'SQL'
+CREATE FUNCTION mem_apply(state jsonb, e es_event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT jsonb_build_object('sum', (state->>'sum')::bigint + (e.data->>'n')::bigint) $$;
+SELECT es_register_aggregate('mem', 'mem_apply(jsonb, es_event)', '{"sum": 0}');
+SQL
+read -r base peak < <(measure es_mem_load "SELECT version, state->>'sum' FROM es_load('mem-1')")
+result=$(tail -1 /tmp/es_mem_load.$$.out)
+if [ "$result" != "$EVENTS|$expected_sum" ]; then
+	echo "FAIL: es_load returned '$result', expected '$EVENTS|$expected_sum'"
+	failed=1
+fi
+check "es_load folding $EVENTS events" "$base" "$peak"
 
 read -r base peak < <(measure es_mem_backward "SELECT count(*) FROM es_read_backward('mem-1')")
 check "es_read_backward of $EVENTS events" "$base" "$peak"

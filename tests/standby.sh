@@ -4,7 +4,7 @@
 # Takes a base backup of the running throwaway cluster (PG* variables, as set
 # by tests/lib.sh es_cluster_start), starts it as a hot standby in a
 # directory of its own (its own socket, stopped and removed on exit), and
-# checks on the standby: es_read, es_read_backward, es_stream_version,
+# checks on the standby: es_read, es_read_backward, es_stream_version, es_load,
 # es_read_all, es_read_category (upcast, as on the primary), es_wait (which
 # polls there and sees an event that arrives by replication), and that
 # es_append fails with SQLSTATE 25006.
@@ -34,6 +34,11 @@ AS $$ SELECT data || '{"v": 2}' $$;
 SELECT es_append('acct-1', 0, 'Opened', '{}');
 SELECT es_register_upcaster('Opened', 1, 'opened_v1_to_v2(jsonb)');
 SELECT es_append('acct-1', 1, '[{"type": "Deposited", "data": {"n": 1}}, {"type": "Deposited", "data": {"n": 2}}]');
+CREATE FUNCTION acct_apply(state jsonb, e es_event) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT jsonb_build_object('sum', coalesce((state->>'sum')::int, 0) + coalesce((e.data->>'n')::int, 0)) $$;
+SELECT es_register_aggregate('acct', 'acct_apply(jsonb, es_event)');
+-- a (forged) current snapshot at version 2 shows that loads there start from it
+SELECT es_snapshot_save('acct-1', 2, '{"sum": 100}');
 SQL
 
 as_postgres "$bin/pg_basebackup" -h "$primary_host" -U postgres -D "$dir/data" -R -X stream >/dev/null
@@ -65,6 +70,8 @@ check "es_stream_version" "3" "$(standby -c "SELECT es_stream_version('acct-1')"
 check "es_read_all (upcast)" "1,2,3 2" \
 	"$(standby -c "SELECT string_agg(global_position::text, ',' ORDER BY global_position) || ' ' || max(schema_version) FILTER (WHERE event_type = 'Opened') FROM es_read_all(0)")"
 check "es_read_category" "3" "$(standby -c "SELECT count(*) FROM es_read_category('acct')")"
+check "es_load (from the newest current snapshot)" '{"sum": 102}|3' "$(standby -c "SELECT state::text || '|' || version FROM es_load('acct-1')")"
+check "es_load at a version below the snapshot" '{"sum": 0}|1' "$(standby -c "SELECT state::text || '|' || version FROM es_load('acct-1', 1)")"
 check "es_append is refused" "25006" \
 	"$(standby -c "DO \$\$ BEGIN PERFORM es_append('acct-1', 3, 'X', '{}'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | grep -o '[0-9A-Z]\{5\}$')"
 
