@@ -293,6 +293,21 @@ CREATE TRIGGER es_upcasters_changed
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_upcasters_changed();
 ALTER TABLE @extschema@.es_upcasters ENABLE ALWAYS TRIGGER es_upcasters_changed;
 
+-- A change of a registry that background tasks follow (upcasters, which
+-- make snapshots stale; aggregates; projections) wakes this database's
+-- worker at commit.
+CREATE FUNCTION @extschema@.es_registry_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_registry_changed'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.es_registry_changed() IS
+    'Trigger function: wakes this database''s es worker when the transaction commits';
+
+CREATE TRIGGER es_upcasters_wake_worker
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
+
 CREATE FUNCTION @extschema@.es_register_upcaster(
     event_type text,
     from_schema_version integer,
@@ -493,6 +508,10 @@ COMMENT ON TABLE @extschema@.es_snapshots IS
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_aggregates', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_snapshots', '');
+
+CREATE TRIGGER es_aggregates_wake_worker
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_aggregates
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
 
 -- Every es_load reads the registry (as its caller); es reads and writes
 -- snapshots as the tables' owner.

@@ -50,6 +50,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "commands/dbcommands.h"
+#include "commands/trigger.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -61,6 +62,7 @@
 PGDLLEXPORT void es_worker_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(es_get_worker_status);
+PG_FUNCTION_INFO_V1(es_registry_changed);
 
 static long NotifyTask(void);
 
@@ -114,6 +116,25 @@ EsWorkerReport(const char *task, const char *what)
 	strlcpy(my_slot->last_report, what, sizeof(my_slot->last_report));
 	my_slot->last_report_at = GetCurrentTimestamp();
 	SpinLockRelease(&my_slot->mutex);
+}
+
+/*
+ * es_registry_changed() RETURNS trigger
+ *		Statement trigger on the registries whose changes wake tasks
+ *		(ES_WAKE_REGISTRY): the worker is woken when this transaction
+ *		commits.  The worker's own bookkeeping in those tables (positions,
+ *		failures) does not wake it again.
+ */
+Datum
+es_registry_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_registry_changed() must be called as a trigger")));
+	if (my_slot == NULL)
+		EsWorkerWake();
+	return PointerGetDatum(NULL);	/* ignored for AFTER triggers */
 }
 
 static void
