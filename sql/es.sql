@@ -517,6 +517,17 @@ CREATE TRIGGER es_aggregates_wake_worker
 -- snapshots as the tables' owner.
 GRANT SELECT ON @extschema@.es_aggregates TO PUBLIC;
 
+-- The worker runs each apply function as the role named in owner, so a role
+-- that is granted the right to register (README: delegating) may only name
+-- itself: otherwise an UPDATE of owner would run its apply as another role.
+ALTER TABLE @extschema@.es_aggregates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_aggregates_read ON @extschema@.es_aggregates FOR SELECT USING (true);
+CREATE POLICY es_aggregates_insert ON @extschema@.es_aggregates FOR INSERT
+    WITH CHECK (owner = current_user);
+CREATE POLICY es_aggregates_update ON @extschema@.es_aggregates FOR UPDATE
+    USING (true) WITH CHECK (owner = current_user);
+CREATE POLICY es_aggregates_delete ON @extschema@.es_aggregates FOR DELETE USING (true);
+
 CREATE FUNCTION @extschema@.es_register_aggregate(
     category text,
     apply regprocedure,
