@@ -14,7 +14,8 @@ OBJS = \
 	src/privilege.o \
 	src/launcher.o \
 	src/worker.o \
-	src/aggregate.o
+	src/aggregate.o \
+	src/projection.o
 
 # The install script for the current version is generated from one source;
 # upgrade scripts (sql/es--A--B.sql) are shipped as written.

@@ -806,9 +806,18 @@ AppendEventsAsOwner(FunctionCallInfo fcinfo, const EsCatalog *cat,
 		}
 	}
 
-	append_in_progress = true;
-	InsertEvents(cat, stream_id, new_version - count + 1, events, count);
-	append_in_progress = false;
+	/*
+	 * Saved and restored, not cleared: an inline projection handler may
+	 * append itself while the rows of an outer batch are still being
+	 * dispatched.
+	 */
+	{
+		bool		outer = append_in_progress;
+
+		append_in_progress = true;
+		InsertEvents(cat, stream_id, new_version - count + 1, events, count);
+		append_in_progress = outer;
+	}
 
 	SPI_finish();
 	return new_version;

@@ -34,4 +34,11 @@
 #define ES_MY_REGISTRY_SLOT (MyBackendId - 1)
 #endif
 
+/* pg_proc_aclcheck was renamed object_aclcheck in PostgreSQL 16. */
+#if PG_VERSION_NUM >= 160000
+#define object_aclcheck_compat(oid, role) object_aclcheck(ProcedureRelationId, oid, role, ACL_EXECUTE)
+#else
+#define object_aclcheck_compat(oid, role) pg_proc_aclcheck(oid, role, ACL_EXECUTE)
+#endif
+
 #endif							/* ES_COMPAT_H */

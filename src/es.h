@@ -127,6 +127,10 @@ extern Oid	EsInvokingUserId(void);
 typedef long (*EsTaskRun) (void);
 
 extern void EsWorkerReport(const char *task, const char *what);
+extern Oid	EsExtensionSchema(void);
+
+/* projection.c: the worker task that feeds async projections */
+extern long EsProjectionTask(void);
 
 /* launcher.c */
 extern void EsLauncherInit(void);

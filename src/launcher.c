@@ -58,6 +58,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -102,6 +103,7 @@ typedef struct EsLauncherShared
 	int			nrequests;		/* databases to look at again */
 	Oid			requests[MAX_REQUESTS];
 	bool		rescan_all;		/* requests overflowed */
+	ConditionVariable projection_progress;	/* a projection checkpoint moved */
 	int			nslots;
 	EsWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EsLauncherShared;
@@ -158,6 +160,7 @@ LauncherShmemStartup(void)
 		memset(launcher_shared, 0, LauncherShmemSize());
 		launcher_shared->lock = &(GetNamedLWLockTranche("es launcher"))->lock;
 		launcher_shared->nslots = SlotCount();
+		ConditionVariableInit(&launcher_shared->projection_progress);
 		for (int i = 0; i < launcher_shared->nslots; i++)
 		{
 			EsWorkerSlot *slot = &launcher_shared->slots[i];
@@ -304,6 +307,18 @@ bool
 EsWorkerNotifies(void)
 {
 	return EsWorkerSlotForDatabase(MyDatabaseId) != NULL;
+}
+
+/*
+ * EsProjectionProgress
+ *		The condition variable es_projection_wait sleeps on, broadcast when
+ *		a projection checkpoint commits (projection.c); NULL without
+ *		preloading.
+ */
+ConditionVariable *
+EsProjectionProgress(void)
+{
+	return launcher_shared ? &launcher_shared->projection_progress : NULL;
 }
 
 /*

@@ -11,6 +11,7 @@
 
 #include "port/atomics.h"
 #include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
@@ -64,6 +65,7 @@ typedef struct EsWorkerReportCopy
 extern EsWorkerSlot *EsWorkerSlotGet(int index);
 extern EsWorkerSlot *EsWorkerSlotForDatabase(Oid dboid);
 extern bool EsWorkerMayConnect(EsWorkerSlot *slot);
+extern ConditionVariable *EsProjectionProgress(void);
 extern int	EsWorkerSlotsForStatus(Oid dboid, EsWorkerReportCopy *out, int max);
 
 #endif							/* ES_LAUNCHER_H */

@@ -84,6 +84,7 @@ typedef struct EsTask
  */
 static EsTask tasks[] = {
 	{"notify", ES_WAKE_COMMIT, NotifyTask},
+	{"projections", ES_WAKE_COMMIT | ES_WAKE_REGISTRY, EsProjectionTask},
 };
 
 #define MIN_BACKOFF_MS	1000
@@ -149,10 +150,12 @@ LeaveSlot(int code, Datum arg)
 }
 
 /*
- * The schema es is installed in, or InvalidOid.  Inside a transaction.
+ * EsExtensionSchema
+ *		The schema es is installed in, or InvalidOid.  Inside a transaction;
+ *		for tasks, which run outside any function call of the extension.
  */
-static Oid
-ExtensionSchema(void)
+Oid
+EsExtensionSchema(void)
 {
 	int			ret;
 	Oid			schema = InvalidOid;
@@ -189,7 +192,7 @@ ExtensionInstalled(void)
 
 		database_name = MemoryContextStrdup(TopMemoryContext, name ? name : "?");
 	}
-	installed = OidIsValid(ExtensionSchema());
+	installed = OidIsValid(EsExtensionSchema());
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	return installed;
@@ -227,7 +230,7 @@ NotifyTask(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	schema = ExtensionSchema();
+	schema = EsExtensionSchema();
 	if (OidIsValid(schema))
 	{
 		const EsCatalog *cat = EsCatalogForSchema(schema);
