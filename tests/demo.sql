@@ -123,3 +123,42 @@ FROM es_load_at('account-alice',
 \echo '   A snapshot, and es_load starts from it:'
 SELECT es_snapshot_take('account-alice') AS snapshot_version;
 SELECT * FROM es_load('account-alice');
+
+\echo '== Projections: read models kept by the database'
+\echo '   AccountBalance, inline: updated inside every append''s transaction.'
+CREATE TABLE account_balance (account text PRIMARY KEY, balance numeric NOT NULL);
+CREATE FUNCTION account_balance_handler(e es_event) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO account_balance VALUES (e.stream_id,
+        CASE e.event_type WHEN 'AccountOpened' THEN (e.data->>'opening_balance')::numeric
+                          WHEN 'Deposited'     THEN (e.data->>'amount')::numeric
+                          WHEN 'Withdrawn'     THEN -(e.data->>'amount')::numeric END)
+    ON CONFLICT (account) DO UPDATE SET balance = account_balance.balance + EXCLUDED.balance
+$$;
+CREATE FUNCTION account_balance_reset() RETURNS void LANGUAGE sql AS 'DELETE FROM account_balance';
+SELECT 'AccountBalance' AS registered_projection
+FROM es_register_projection('AccountBalance', 'account_balance_handler(es_event)',
+                            ARRAY['AccountOpened', 'Deposited', 'Withdrawn'], 'inline',
+                            'account_balance_reset()');
+\echo '   It starts with the events appended from now on; a rebuild replays the older ones:'
+SELECT es_projection_rebuild('AccountBalance') AS events_replayed;
+SELECT * FROM account_balance ORDER BY account;
+SELECT es_append('account-alice', 6, 'Deposited', '{"amount": 25}') AS new_version;
+\echo '   Already current when the append returns:'
+SELECT * FROM account_balance WHERE account = 'account-alice';
+
+\echo '   AccountSummary, async: the background worker catches it up, off the append path.'
+CREATE TABLE account_summary (account text PRIMARY KEY, deposits int NOT NULL, withdrawals int NOT NULL);
+CREATE FUNCTION account_summary_handler(e es_event) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO account_summary VALUES (e.stream_id,
+        (e.event_type = 'Deposited')::int, (e.event_type = 'Withdrawn')::int)
+    ON CONFLICT (account) DO UPDATE
+        SET deposits = account_summary.deposits + EXCLUDED.deposits,
+            withdrawals = account_summary.withdrawals + EXCLUDED.withdrawals
+$$;
+SELECT 'AccountSummary' AS registered_projection
+FROM es_register_projection('AccountSummary', 'account_summary_handler(es_event)',
+                            ARRAY['Deposited', 'Withdrawn'], 'async');
+\echo '   Read your writes: wait until it has handled the newest event, then read it.'
+SELECT es_projection_wait('AccountSummary', (SELECT max(global_position) FROM es_events)) AS caught_up;
+SELECT * FROM account_summary ORDER BY account;
+SELECT name, mode, position, head, lag, state FROM es_projection_status ORDER BY name;
