@@ -510,22 +510,26 @@ HandlerErrorCallback(void *arg)
 			   DatumGetInt64(ctx->values[2]));
 }
 
+/* The permission check the executor would have made before a call. */
+static void
+CheckMayCall(Oid fn_oid, Oid roleid)
+{
+	if (object_aclcheck_compat(fn_oid, roleid) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(fn_oid));
+}
+
 /*
  * CallHandler
- *		Calls a handler (event es_event) RETURNS void with one event, after
- *		the permission check the executor would have made for roleid.
+ *		Calls a handler (event es_event) RETURNS void with one event.
  */
 static void
 CallHandler(FmgrInfo *flinfo, const char *projection, TupleDesc event_desc,
-			Datum *values, bool *nulls, Oid roleid)
+			Datum *values, bool *nulls)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	ErrorContextCallback errcallback;
 	HandlerErrorContext errctx;
 	HeapTuple	event;
-
-	if (object_aclcheck_compat(flinfo->fn_oid, roleid) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(flinfo->fn_oid));
 
 	event = heap_form_tuple(event_desc, values, nulls);
 	errctx.projection = projection;
@@ -579,10 +583,11 @@ DispatchEvent(Datum *values, bool *nulls, Oid roleid, bool nested)
 			flinfo = &private_flinfo;
 		}
 
+		CheckMayCall(p->handler_oid, roleid);
 		EsBecomeUser(roleid, &sw);
 		PG_TRY();
 		{
-			CallHandler(flinfo, p->name, inline_event_desc, values, nulls, roleid);
+			CallHandler(flinfo, p->name, inline_event_desc, values, nulls);
 		}
 		PG_CATCH();
 		{
@@ -817,8 +822,7 @@ FeedEvent(Datum *values, bool *nulls, void *arg)
 
 	feed->current = DatumGetInt64(values[0]);
 	feed->in_handler = true;
-	CallHandler(&feed->flinfo, feed->proj->name, feed->event_desc, values, nulls,
-				GetUserId());
+	CallHandler(&feed->flinfo, feed->proj->name, feed->event_desc, values, nulls);
 	feed->in_handler = false;
 	feed->last_done = feed->current;
 	feed->count++;
@@ -857,12 +861,14 @@ ScanRange(const EsCatalog *cat, Feed *feed, int64 from, int64 to, int64 limit)
 	return to;
 }
 
+/* A feed of p's handler, which run_as will call. */
 static void
-InitFeed(Feed *feed, const EsCatalog *cat, Projection *p)
+InitFeed(Feed *feed, const EsCatalog *cat, Projection *p, Oid run_as)
 {
 	memset(feed, 0, sizeof(*feed));
 	feed->proj = p;
 	CheckHandlerExists(p);
+	CheckMayCall(p->handler_oid, run_as);
 	fmgr_info(p->handler_oid, &feed->flinfo);
 	feed->event_desc = EventDesc(cat);
 }
@@ -975,7 +981,7 @@ FeedProjection(const EsCatalog *cat, Projection *p, int64 horizon, int64 max_eve
 	int64		total = 0;
 	bool		failed = false;
 
-	InitFeed(&feed, cat, p);
+	InitFeed(&feed, cat, p, run_as);
 	while (position < horizon && (max_events < 0 || total < max_events))
 	{
 		int64		to = horizon - position > BATCH_POSITIONS ? position + BATCH_POSITIONS : horizon;
@@ -1039,8 +1045,7 @@ CallReset(const Projection *p, Oid roleid)
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 0);
 
-	if (object_aclcheck_compat(p->reset_oid, roleid) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(p->reset_oid));
+	CheckMayCall(p->reset_oid, roleid);
 	fmgr_info(p->reset_oid, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
 	(void) FunctionCallInvoke(fcinfo);
@@ -1188,7 +1193,7 @@ es_projection_rebuild(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	EsRestoreUser(&sw);
 
-	InitFeed(&feed, cat, &p);
+	InitFeed(&feed, cat, &p, roleid);
 	feed.total = CountEvents(cat, &p, horizon);
 
 	if (p.mode == 'a')
