@@ -15,6 +15,8 @@
 #   8. the workers             tests/workers.sh (one per database, no configuration)
 #   8b. async projections      tests/projections.sh (fed by the worker: roles, failures,
 #                              kill -9 of the worker, rebuilds, dump/restore)
+#   8c. crash safety           tests/crash.sh (kill -9 of the postmaster under load, on a
+#                              cluster of its own; every acknowledged append survives)
 #   9. the examples            tests/examples.sh (examples/python, examples/node, on a
 #                              throwaway cluster of their own)
 # and then, on a second cluster without shared_preload_libraries, the
@@ -65,6 +67,7 @@ run_part "follower test: gap-free global order (sleep and es_wait followers)" ba
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
 run_part "async projections fed by the worker (roles, failures, kill -9, rebuild, dump)" bash tests/projections.sh
+run_part "crash safety: kill -9 of the postmaster under load, three times" bash tests/crash.sh --kills 3
 run_part "es from application code (Python psycopg, Node.js pg examples)" bash tests/examples.sh
 
 # The same store without preloading: no registry, no worker.  The fallbacks
