@@ -7,7 +7,8 @@
 #    backend's private memory (RssAnon in /proc/PID/status) while it reads
 #    and fail if it grows by more than LIMIT_MB over what it used before.
 #    The stream takes ~250 MB as rows, so holding it would be seen at once.
-#    es_load folding it (no snapshot) is measured the same way.
+#    es_load folding it (no snapshot), and es_projection_rebuild handing it
+#    to a handler, are measured the same way.
 # 2. 110,000 appends in one long session must not leak per call: RssAnon
 #    while they run must stay within LIMIT_MB of what the session used before.
 #
@@ -100,6 +101,21 @@ check "es_load folding $EVENTS events" "$base" "$peak"
 
 read -r base peak < <(measure es_mem_backward "SELECT count(*) FROM es_read_backward('mem-1')")
 check "es_read_backward of $EVENTS events" "$base" "$peak"
+
+# A projection rebuild hands every event to a handler: memory stays flat.
+psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -d $DB <<'SQL'
+CREATE FUNCTION mem_handler(e es_event) RETURNS void LANGUAGE plpgsql
+AS $$ BEGIN IF (e.data->>'n')::bigint < 0 THEN RAISE EXCEPTION 'negative'; END IF; END $$;
+CREATE FUNCTION mem_reset() RETURNS void LANGUAGE sql AS 'SELECT';
+SELECT es_register_projection('mem', 'mem_handler(es_event)', NULL, 'manual', 'mem_reset()');
+SQL
+read -r base peak < <(measure es_mem_rebuild "SET client_min_messages = warning; SELECT es_projection_rebuild('mem')")
+result=$(tail -1 /tmp/es_mem_rebuild.$$.out)
+if [ "$result" != "$EVENTS" ]; then
+	echo "FAIL: es_projection_rebuild returned '$result', expected '$EVENTS'"
+	failed=1
+fi
+check "es_projection_rebuild of $EVENTS events" "$base" "$peak"
 
 # Appends: single events, batches of two, single events, in one session.
 # Each statement touches a stream once, as applications do (appending to one
