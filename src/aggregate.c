@@ -55,13 +55,6 @@
 #include "utils/typcache.h"
 #include "utils/acl.h"
 
-/* pg_proc_aclcheck was renamed object_aclcheck in PostgreSQL 16. */
-#if PG_VERSION_NUM >= 160000
-#define object_aclcheck_compat(oid, role) object_aclcheck(ProcedureRelationId, oid, role, ACL_EXECUTE)
-#else
-#define object_aclcheck_compat(oid, role) pg_proc_aclcheck(oid, role, ACL_EXECUTE)
-#endif
-
 #include "es.h"
 
 PG_FUNCTION_INFO_V1(es_load);
