@@ -228,6 +228,7 @@ BuildCache(const EsCatalog *cat)
 	UpcastCache *building;
 	MemoryContext context;
 	int			ret;
+	EsUserSwitch sw;
 
 	if (cache != NULL)
 	{
@@ -243,7 +244,25 @@ BuildCache(const EsCatalog *cat)
 	building = MemoryContextAllocZero(context, sizeof(UpcastCache));
 	building->context = context;
 
-	ret = SPI_execute_plan(EsPlanGet(&load_registry_plan, cat), NULL, NULL, true, 0);
+	/*
+	 * As the owner: resolving a registered name needs USAGE on the
+	 * function's schema, which a reader need not have, and the cache serves
+	 * every role of this backend, so it must not depend on which one built
+	 * it.  Only names are resolved here; what a reader may run is checked
+	 * per step when it runs (EsUpcastEvent).
+	 */
+	EsBecomeOwner(cat, &sw);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(EsPlanGet(&load_registry_plan, cat), NULL, NULL, true, 0);
+	}
+	PG_CATCH();
+	{
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_upcasters failed: %s", SPI_result_code_string(ret));
 
