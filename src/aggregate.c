@@ -406,10 +406,11 @@ es_load(PG_FUNCTION_ARGS)
 	text	   *stream_id = StreamIdArgument(fcinfo);
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
 	int64		target = PG_INT64_MAX;
+	bool		at_version = !PG_ARGISNULL(1);
 	int64		version;
 	Datum		state;
 
-	if (!PG_ARGISNULL(1))
+	if (at_version)
 	{
 		target = PG_GETARG_INT64(1);
 		if (target < 0)
@@ -419,7 +420,8 @@ es_load(PG_FUNCTION_ARGS)
 					 errhint("Use NULL for the current state, 0 for the initial state.")));
 	}
 	state = LoadState(cat, stream_id, target, NULL, &version);
-	if (target != PG_INT64_MAX && version < target)
+	/* (PG_INT64_MAX itself, given, is a version beyond any stream) */
+	if (at_version && version < target)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream \"%s\" has no version " INT64_FORMAT,
