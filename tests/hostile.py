@@ -37,8 +37,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get("ES_HOSTILE_SEED", "20261203"))
 CALLS = int(os.environ.get("ES_HOSTILE_CALLS", "6000"))
 DB = os.environ.get("ES_HOSTILE_DB", "es_hostile")
-MAX_EVENT_SIZE = 64 * 1024          # es.max_event_size in the test sessions
+FULL_EVERY = 5                      # md5 checksums after every 5th failed call
+MAX_EVENT_SIZE = 8 * 1024           # es.max_event_size in the test sessions (small: the
+                                    # checksums after every call read what is stored)
 rng = random.Random(SEED)
+# long strings that do not compress (a btree entry holds about 2,700 bytes)
+_letters = random.Random(1)
+INCOMPRESSIBLE = ["n-" + "".join(_letters.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(k))
+                  for k in (2600, 3000, 12000)]
 
 
 def allowed_sqlstates():
@@ -71,7 +77,7 @@ def odd_string(allow_empty=True):
         "", " ", "-", "--", "a-", "-a", "'", "''", '"', "\\", "\\\\", "\\x00", "%s", "%",
         "O'Reilly-1", 'quote"d-1', "back\\slash-1", "new\nline-1", "tab\t-1",
         "Ünïcødé-1", "流-1", "emoji-😀", "\u200b-zero-width", "\ufeffbom",
-        "a" * 10000, "b-" + "x" * 3000, "c-" + "é" * 2000, "NULL", "null",
+        "a" * 10000, "b-" + "x" * 3000, *INCOMPRESSIBLE, "c-" + "é" * 2000, "NULL", "null",
         "DROP TABLE es_events;--", "es_events", "$1", "\r\n",
     ]
     s = rng.choice(choices)
@@ -160,7 +166,7 @@ def big_object(size):
     return json.dumps({"pad": "x" * size})
 
 
-def gen_json(obj_expected=True):
+def gen_json(obj_expected=True, huge=True):
     r = rng.random()
     if r < 0.05:
         return None
@@ -173,7 +179,7 @@ def gen_json(obj_expected=True):
         deep(rng.choice([10, 500, 2000]), "array"),
         big_object(MAX_EVENT_SIZE - 100),
         big_object(MAX_EVENT_SIZE + 10),
-        big_object(rng.choice([3 * MAX_EVENT_SIZE, 1024 * 1024 + 5])),
+        big_object(rng.choice([3 * MAX_EVENT_SIZE, 1024 * 1024 + 5] if huge else [3 * MAX_EVENT_SIZE])),
         '{"n": 12345678901234567890123456789012345678901234567890}',
     ]
     if obj_expected and rng.random() < 0.6:
@@ -291,8 +297,10 @@ BY_NAME = {
     "timeout_ms": gen_timeout,
     "data": gen_json,
     "metadata": gen_json,
-    "state": gen_json,
-    "initial_state": gen_json,
+    # states are stored as given (no size limit): no megabyte ones, or every
+    # checksum after it would read them
+    "state": lambda: gen_json(huge=False),
+    "initial_state": lambda: gen_json(huge=False),
     "events": gen_events,
     "event_id": gen_uuid,
     "event_types": gen_text_array,
@@ -318,6 +326,90 @@ BY_TYPE = {
 }
 
 KNOWN_IDS = []
+
+# The systematic phase: every argument of every function in turn takes each
+# of its edge values while the others are sane, so that every edge is tried
+# whatever the seed.
+SANE = {
+    "stream_id": "acct-1", "expected_version": None, "event_type": "Opened", "data": "{}",
+    "metadata": None, "event_id": None, "events": '[{"type": "Opened", "data": {}}]',
+    "from_version": "1", "max_count": "10", "after_position": "0", "event_types": None,
+    "category": "acct", "group_member": None, "group_size": None, "timeout_ms": "0",
+    "fn": "hostile.up_ok(jsonb)", "apply": "hostile.apply_ok(jsonb, es_event)",
+    "initial_state": "{}", "snapshot_every": "100", "schema_version": "1", "snapshot_after": None,
+    "at": "now", "version": "1", "at_version": None, "state": "{}", "only_schema_version": None,
+    "from_schema_version": "1",
+}
+SANE_BY_TYPE = {"text": "x", "bigint": "1", "integer": "1", "jsonb": "{}", "uuid": None,
+                "text[]": None, "interval": None, "timestamp with time zone": "now",
+                "regprocedure": None, "boolean": None}
+
+ODD_STRINGS = ["", " ", "-", "--", "a-", "-a", "'", '"', "\\", "%s", "O'Reilly-1", "back\\slash-1",
+               "new\nline-1", "Ünïcødé-1", "emoji-😀", "\ufeffbom", "a" * 10000, "b-" + "x" * 3000, *INCOMPRESSIBLE,
+               "c-" + "é" * 2000, "$1"]
+
+
+def edges(name, typ):
+    if name == "events":
+        return [None, "[]", "{}", "1", '"s"', "null", "[[]]", "[null]", "[1]", '[{}]',
+                '[{"type": "", "data": {}}]', '[{"type": 1, "data": {}}]', '[{"type": "A"}]',
+                '[{"data": {}}]', '[{"type": "A", "data": []}]', '[{"type": "A", "data": null}]',
+                '[{"type": "A", "data": {}, "metadata": []}]', '[{"type": "A", "data": {}, "metadata": null}]',
+                '[{"type": "A", "data": {}, "metdata": {}}]',
+                '[{"type": "A", "data": {}, "schema_version": 0}]',
+                '[{"type": "A", "data": {}, "schema_version": 1.5}]',
+                '[{"type": "A", "data": {}, "schema_version": 1e100}]',
+                '[{"type": "A", "data": {}, "schema_version": "2"}]',
+                '[{"type": "A", "data": {}, "schema_version": 2147483648}]',
+                '[{"type": "A", "data": {}, "schema_version": -2147483649}]',
+                '[{"type": "A", "data": {}, "schema_version": null}]',
+                '[{"type": "A", "data": {"pad": "%s"}}]' % ("x" * (MAX_EVENT_SIZE + 1)),
+                '[{"type": "A", "data": {}, "id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}, '
+                '{"type": "A", "data": {}, "id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}]'] + \
+            ['[{"type": "A", "data": {}, "id": %s}]' % json.dumps(b) for b in BAD_IDS + [5, None, {}]] + \
+            [json.dumps([{"type": "A", "data": {}}] * 5000), deep(2000, "array")]
+    if name == "timeout_ms":
+        return [None, "0", "1", "-1", "-2147483648"]
+    if name in ("fn", "apply"):
+        return [None, "hostile.up_ok(jsonb)", "hostile.up_null(jsonb)", "hostile.up_array(jsonb)",
+                "hostile.up_setof(jsonb)", "hostile.up_proc(jsonb)", "hostile.apply_ok(jsonb, es_event)",
+                "hostile.apply_null(jsonb, es_event)", "hostile.apply_scalar(jsonb, es_event)",
+                "pg_catalog.jsonb_typeof(jsonb)", "pg_catalog.now()", "pg_catalog.sum(integer)",
+                "hostile.no_such_function(jsonb)", "es_read(text, bigint, bigint)"]
+    if typ == "text":
+        return [None] + ODD_STRINGS
+    if typ == "bigint":
+        return [None] + [str(v) for v in BIGINT_EDGES]
+    if typ == "integer":
+        return [None] + [str(v) for v in INT_EDGES]
+    if typ in ("jsonb", "json"):
+        return [None, "{}", "[]", "1", '"s"', "null", "true", "1e400", '{"": ""}',
+                deep(2000, "object"), deep(2000, "array"), json.dumps({f"k{i}": i for i in range(5000)}),
+                big_object(MAX_EVENT_SIZE - 100), big_object(MAX_EVENT_SIZE + 10)] + \
+            ([] if name in ("state", "initial_state") else [big_object(1024 * 1024 + 5)])
+    if typ == "uuid":
+        return [None, "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff",
+                KNOWN_IDS[0], KNOWN_IDS[-1]]
+    if typ == "text[]":
+        return [None, "{}", "{NULL}", '{""}', '{"Opened",NULL}', "{" + ",".join("T%d" % i for i in range(10000)) + "}"]
+    if typ == "interval":
+        return [None, "0", "1 microsecond", "-1 second", "178000000 years", "-178000000 years"]
+    if typ == "timestamp with time zone":
+        return [None, "infinity", "-infinity", "now", "4713-11-24 00:00:00+00 BC", "294276-12-31 23:59:59+00"]
+    return [None]
+
+
+def systematic_calls(functions):
+    for f in functions:
+        names, types = f["argnames"], f["argtypes"]
+        sane = [SANE.get(n, SANE_BY_TYPE.get(t)) for n, t in zip(names, types)]
+        yield f, list(sane)
+        yield f, [None] * len(types)
+        for k, (n, t) in enumerate(zip(names, types)):
+            for v in edges(n, t):
+                values = list(sane)
+                values[k] = v
+                yield f, values
 
 
 # ---------------------------------------------------------------- the store
@@ -377,15 +469,27 @@ def extension_functions(conn):
     return functions
 
 
-def checksum(conn):
-    """(table, count, md5) of every es_ table, ordered by table."""
-    tables = conn.execute("""
+def es_tables(conn):
+    return [t for (t,) in conn.execute("""
         SELECT c.relname FROM pg_class c
           JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
           JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'es'
-         WHERE c.relkind IN ('r', 'p') ORDER BY c.relname""").fetchall()
+         WHERE c.relkind IN ('r', 'p') ORDER BY c.relname""").fetchall()]
+
+
+def checksum(conn, tables):
+    """(table, count, md5 of its rows) of every es_ table."""
     parts = [sql.SQL("SELECT {n}, count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {t} t")
-             .format(n=sql.Literal(t), t=sql.Identifier(t)) for (t,) in tables]
+             .format(n=sql.Literal(t), t=sql.Identifier(t)) for t in tables]
+    return conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
+
+
+def stamp(conn, tables):
+    """(table, count, newest xmin) of every es_ table: cheap (no output
+    functions), and it changes whenever a committed transaction inserted,
+    updated or deleted a row."""
+    parts = [sql.SQL("SELECT {n}, count(*), max(xmin::text::bigint) FROM {t} t")
+             .format(n=sql.Literal(t), t=sql.Identifier(t)) for t in tables]
     return conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
 
 
@@ -412,7 +516,8 @@ def main():
         conn.execute("SELECT es_append(%s, NULL, '[{\"type\": \"Opened\", \"data\": {}}, {\"type\": \"Deposited\", \"data\": {\"amount\": 1}, \"schema_version\": 1}]')", (s,))
     KNOWN_IDS.extend(str(r[0]) for r in conn.execute("SELECT event_id FROM es_events ORDER BY global_position"))
 
-    functions = [f for f in extension_functions(conn) if f["rettype"] != "trigger"]
+    # trigger functions too: called directly they must refuse (39P01)
+    functions = extension_functions(conn)
     print("hostile: functions: " + ", ".join(f"{f['name']}({', '.join(f['argtypes'])})" for f in functions))
     missing = sorted({t for f in functions for n, t in zip(f["argnames"], f["argtypes"])
                       if n not in BY_NAME and t not in BY_TYPE})
@@ -422,9 +527,23 @@ def main():
 
     failures = []
     outcomes = {}
-    before = checksum(conn)
+    spent = {}
+    # What a failed call wrote is found by comparing, before and after it,
+    # each es_ table's count and newest xmin (every call), and its md5
+    # checksum (recomputed when a successful call changed the store, and
+    # compared after every FULL_EVERY-th failed call: rendering every row
+    # after every call would take most of the run).  The worker of this
+    # database writes no es_ table today; a background task that does would
+    # have to be paused for the comparison to hold.
+    tables = es_tables(conn)
+    before_stamp = stamp(conn, tables)
+    before = checksum(conn, tables)
+    failed_calls = 0
     started = time.time()
-    for i in range(CALLS):
+    systematic = list(systematic_calls(functions))
+    print(f"hostile: {len(systematic)} systematic calls (each edge of each argument), then {CALLS} random ones")
+
+    def random_call(i):
         f = rng.choice(functions)
         nargs = len(f["argtypes"])
         # leave out some trailing arguments that have defaults (never a
@@ -441,11 +560,22 @@ def main():
             gen = BY_NAME.get(name) or BY_TYPE.get(typ) or (lambda: rng.choice([None, "0", ""]))
             CTX[name] = gen()
             values.append(CTX[name])
+        return f, values
+
+    for i in range(len(systematic) + CALLS):
+        if i < len(systematic):
+            f, values = systematic[i]
+        else:
+            f, values = random_call(i)
+        given = len(values)
         call = sql.SQL("{}.{}({})").format(
             sql.Identifier(f["schema"]), sql.Identifier(f["name"]),
             sql.SQL(", ").join(sql.SQL("%s::" + typ) for typ in f["argtypes"][:given]))
-        if f["retset"] or f["rettype"] == "record":
+        if (f["retset"] or f["rettype"] == "record") and rng.random() < 0.8:
             query = sql.SQL("SELECT count(*) FROM {} r").format(call)
+        elif f["retset"]:
+            # in the select list: ProjectSet, not a function scan
+            query = sql.SQL("SELECT count(*) FROM (SELECT {} FROM (VALUES (1), (2)) v) s").format(call)
         else:
             query = sql.SQL("SELECT {} IS NULL").format(call)
         mode = rng.random()
@@ -454,6 +584,7 @@ def main():
         label = f"{f['name']}({', '.join(short(v) for v in values)})" + \
             (" as hostile_app" if as_role else "") + (" read only" if read_only else "")
         state = "ok"
+        t0 = time.time()
         try:
             if as_role:
                 conn.execute("SET ROLE hostile_app")
@@ -476,11 +607,24 @@ def main():
             if as_role and not conn.closed:
                 conn.execute("RESET ROLE")
         outcomes[(f["name"], state)] = outcomes.get((f["name"], state), 0) + 1
-        after = checksum(conn)
-        if state != "ok" and after != before:
-            changed = [a[0] for a, b in zip(after, before) if a != b]
-            failures.append(f"failed call ({state}) changed {changed}: {label}")
-        before = after
+        t1 = time.time()
+        after_stamp = stamp(conn, tables)
+        if state != "ok":
+            failed_calls += 1
+            if after_stamp != before_stamp:
+                changed = [a[0] for a, b in zip(after_stamp, before_stamp) if a != b]
+                failures.append(f"failed call ({state}) changed {changed}: {label}")
+            elif failed_calls % FULL_EVERY == 0:
+                after = checksum(conn, tables)
+                if after != before:
+                    changed = [a[0] for a, b in zip(after, before) if a != b]
+                    failures.append(f"failed call ({state}) changed the rows of {changed}: {label}")
+                    before = after
+        elif after_stamp != before_stamp:
+            before = checksum(conn, tables)
+        before_stamp = after_stamp
+        spent[f["name"]] = spent.get(f["name"], 0) + t1 - t0
+        spent["(checksums)"] = spent.get("(checksums)", 0) + time.time() - t1
         if len(failures) > 50:
             break
     elapsed = time.time() - started
@@ -513,14 +657,16 @@ def main():
         summary.setdefault(name, []).append(f"{state}:{n}")
     for name in sorted(summary):
         print(f"  {name:24s} {' '.join(sorted(summary[name]))}")
+    print("hostile: seconds spent: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:8]))
     print(f"hostile: {i + 1} calls in {elapsed:.1f} s, {events} events stored at the end (last append {pos[0]})")
     if failures:
         for line in failures[:50]:
             print("hostile: FAIL: " + line)
         print(f"hostile: {len(failures)} failure(s); rerun with ES_HOSTILE_SEED={SEED}")
         sys.exit(1)
-    admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DB)))
-    admin.execute("DROP ROLE hostile_app")
+    if not os.environ.get("ES_HOSTILE_KEEP"):
+        admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(DB)))
+        admin.execute("DROP ROLE hostile_app")
     print("hostile: ok")
 
 
