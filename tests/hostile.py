@@ -35,7 +35,7 @@ from psycopg import sql
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get("ES_HOSTILE_SEED", "20261203"))
-CALLS = int(os.environ.get("ES_HOSTILE_CALLS", "6000"))
+CALLS = int(os.environ.get("ES_HOSTILE_CALLS", "5000"))
 DB = os.environ.get("ES_HOSTILE_DB", "es_hostile")
 FULL_EVERY = 5                      # md5 checksums after every 5th failed call
 MAX_EVENT_SIZE = 8 * 1024           # es.max_event_size in the test sessions (small: the

@@ -13,6 +13,8 @@
 #   6b. a hot standby          tests/standby.sh (reads work there, appends do not)
 #   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
 #   8. the workers             tests/workers.sh (one per database, no configuration)
+#   8b. hostile input        tests/hostile.sh (thousands of malformed calls: documented
+#                              SQLSTATEs only, failed calls write nothing, no crash)
 #   9. the examples            tests/examples.sh (examples/python, examples/node, on a
 #                              throwaway cluster of their own)
 # and then, on a second cluster without shared_preload_libraries, the
@@ -62,6 +64,7 @@ run_part "hot standby: reads work, appends are refused" bash tests/standby.sh
 run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
+run_part "hostile input (generated calls to every es function)" bash tests/hostile.sh
 run_part "es from application code (Python psycopg, Node.js pg examples)" bash tests/examples.sh
 
 # The same store without preloading: no registry, no worker.  The fallbacks
