@@ -96,6 +96,7 @@ SELECT s, es_test.sqlstate_of(s) FROM (VALUES
   ($$SELECT * FROM es_load('nope-1')$$),
   ($$SELECT * FROM es_load(NULL)$$),
   ($$SELECT * FROM es_load('account-1', 99)$$),
+  ($$SELECT * FROM es_load('account-1', 9223372036854775807)$$),
   ($$SELECT * FROM es_load('account-1', -1)$$),
   ($$SELECT es_snapshot_save('account-9', 1, '{}')$$),
   ($$SELECT es_snapshot_save('account-1', 99, '{}')$$),

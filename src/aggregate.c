@@ -55,13 +55,6 @@
 #include "utils/typcache.h"
 #include "utils/acl.h"
 
-/* pg_proc_aclcheck was renamed object_aclcheck in PostgreSQL 16. */
-#if PG_VERSION_NUM >= 160000
-#define object_aclcheck_compat(oid, role) object_aclcheck(ProcedureRelationId, oid, role, ACL_EXECUTE)
-#else
-#define object_aclcheck_compat(oid, role) pg_proc_aclcheck(oid, role, ACL_EXECUTE)
-#endif
-
 #include "es.h"
 
 PG_FUNCTION_INFO_V1(es_load);
@@ -413,10 +406,11 @@ es_load(PG_FUNCTION_ARGS)
 	text	   *stream_id = StreamIdArgument(fcinfo);
 	const EsCatalog *cat = EsCatalogGet(fcinfo);
 	int64		target = PG_INT64_MAX;
+	bool		at_version = !PG_ARGISNULL(1);
 	int64		version;
 	Datum		state;
 
-	if (!PG_ARGISNULL(1))
+	if (at_version)
 	{
 		target = PG_GETARG_INT64(1);
 		if (target < 0)
@@ -426,7 +420,8 @@ es_load(PG_FUNCTION_ARGS)
 					 errhint("Use NULL for the current state, 0 for the initial state.")));
 	}
 	state = LoadState(cat, stream_id, target, NULL, &version);
-	if (target != PG_INT64_MAX && version < target)
+	/* (PG_INT64_MAX itself, given, is a version beyond any stream) */
+	if (at_version && version < target)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream \"%s\" has no version " INT64_FORMAT,

@@ -34,7 +34,11 @@
 #define ES_MY_REGISTRY_SLOT (MyBackendId - 1)
 #endif
 
-/* pg_proc_aclcheck was renamed object_aclcheck in PostgreSQL 16. */
+/*
+ * EXECUTE on a function es calls through fmgr (upcasters, apply): 16
+ * renamed pg_proc_aclcheck object_aclcheck.  Needs utils/acl.h and
+ * catalog/pg_proc.h.
+ */
 #if PG_VERSION_NUM >= 160000
 #define object_aclcheck_compat(oid, role) object_aclcheck(ProcedureRelationId, oid, role, ACL_EXECUTE)
 #else

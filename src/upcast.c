@@ -36,6 +36,8 @@
 #include "commands/trigger.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -59,6 +61,9 @@ typedef struct UpcastChain
 	int			capacity;
 	Oid		   *step_oids;
 	FmgrInfo   *steps;
+	/* the read (read_serial) and role whose EXECUTE on a step was checked */
+	uint64	   *checked_read;
+	Oid		   *checked_user;
 } UpcastChain;
 
 typedef struct UpcastCache
@@ -72,6 +77,7 @@ static bool cache_valid = false;
 static int	read_depth = 0;		/* reads in progress that pinned the cache */
 static int	call_depth = 0;		/* upcaster calls in progress */
 static bool callbacks_registered = false;
+static uint64 read_serial = 0;	/* counts EsUpcastBegin calls */
 
 /* For the error context of a failing upcaster. */
 typedef struct UpcastErrorContext
@@ -181,6 +187,8 @@ AddStep(UpcastCache *building, const char *event_type, int32 from_version,
 		chain->capacity = 4;
 		chain->step_oids = MemoryContextAlloc(building->context, sizeof(Oid) * chain->capacity);
 		chain->steps = MemoryContextAlloc(building->context, sizeof(FmgrInfo) * chain->capacity);
+		chain->checked_read = MemoryContextAlloc(building->context, sizeof(uint64) * chain->capacity);
+		chain->checked_user = MemoryContextAlloc(building->context, sizeof(Oid) * chain->capacity);
 	}
 
 	/* registration keeps chains gap-free; a hand-edited table may not be */
@@ -196,8 +204,12 @@ AddStep(UpcastCache *building, const char *event_type, int32 from_version,
 		chain->capacity *= 2;
 		chain->step_oids = repalloc(chain->step_oids, sizeof(Oid) * chain->capacity);
 		chain->steps = repalloc(chain->steps, sizeof(FmgrInfo) * chain->capacity);
+		chain->checked_read = repalloc(chain->checked_read, sizeof(uint64) * chain->capacity);
+		chain->checked_user = repalloc(chain->checked_user, sizeof(Oid) * chain->capacity);
 	}
 	chain->step_oids[chain->nsteps] = fn_oid;
+	chain->checked_read[chain->nsteps] = 0;
+	chain->checked_user[chain->nsteps] = InvalidOid;
 	fmgr_info_cxt(fn_oid, &chain->steps[chain->nsteps], building->context);
 	chain->nsteps++;
 }
@@ -216,6 +228,7 @@ BuildCache(const EsCatalog *cat)
 	UpcastCache *building;
 	MemoryContext context;
 	int			ret;
+	EsUserSwitch sw;
 
 	if (cache != NULL)
 	{
@@ -231,7 +244,25 @@ BuildCache(const EsCatalog *cat)
 	building = MemoryContextAllocZero(context, sizeof(UpcastCache));
 	building->context = context;
 
-	ret = SPI_execute_plan(EsPlanGet(&load_registry_plan, cat), NULL, NULL, true, 0);
+	/*
+	 * As the owner: resolving a registered name needs USAGE on the
+	 * function's schema, which a reader need not have, and the cache serves
+	 * every role of this backend, so it must not depend on which one built
+	 * it.  Only names are resolved here; what a reader may run is checked
+	 * per step when it runs (EsUpcastEvent).
+	 */
+	EsBecomeOwner(cat, &sw);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(EsPlanGet(&load_registry_plan, cat), NULL, NULL, true, 0);
+	}
+	PG_CATCH();
+	{
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_upcasters failed: %s", SPI_result_code_string(ret));
 
@@ -292,6 +323,7 @@ EsUpcastBegin(const EsCatalog *cat)
 	if (cache == NULL)			/* nested in a read whose cache failed to build */
 		BuildCache(cat);
 	read_depth++;
+	read_serial++;
 }
 
 void
@@ -398,6 +430,23 @@ EsUpcastEvent(Datum *values, bool *nulls)
 
 		errctx.fn_oid = chain->step_oids[step];
 		errctx.from_version = step + 1;
+
+		/*
+		 * Called through fmgr, so check what the executor would have: the
+		 * reader's EXECUTE on the step (else a SECURITY DEFINER upcaster
+		 * would lend its owner's rights to anyone who reads).  Once per
+		 * read and role: a nested read, say by a SECURITY DEFINER upcaster,
+		 * checks for its own role.
+		 */
+		if (chain->checked_read[step] != read_serial ||
+			chain->checked_user[step] != GetUserId())
+		{
+			if (object_aclcheck_compat(chain->step_oids[step], GetUserId()) != ACLCHECK_OK)
+				aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION,
+							   get_func_name(chain->step_oids[step]));
+			chain->checked_read[step] = read_serial;
+			chain->checked_user[step] = GetUserId();
+		}
 
 		/*
 		 * An upcaster that reads events runs upcasters itself; a nested call

@@ -17,6 +17,8 @@
 #                              kill -9 of the worker, rebuilds, dump/restore)
 #   8c. crash safety           tests/crash.sh (kill -9 of the postmaster under load, on a
 #                              cluster of its own; every acknowledged append survives)
+#   8d. hostile input          tests/hostile.sh (thousands of malformed calls: documented
+#                              SQLSTATEs only, failed calls write nothing, no crash)
 #   9. the examples            tests/examples.sh (examples/python, examples/node, on a
 #                              throwaway cluster of their own)
 # and then, on a second cluster without shared_preload_libraries, the
@@ -68,6 +70,7 @@ run_part "follower checker self-test (each sabotage is caught)" bash tests/follo
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
 run_part "async projections fed by the worker (roles, failures, kill -9, rebuild, dump)" bash tests/projections.sh
 run_part "crash safety: kill -9 of the postmaster under load, three times" bash tests/crash.sh --kills 3
+run_part "hostile input (generated calls to every es function)" bash tests/hostile.sh
 run_part "es from application code (Python psycopg, Node.js pg examples)" bash tests/examples.sh
 
 # The same store without preloading: no registry, no worker.  The fallbacks
