@@ -329,9 +329,9 @@ if wants read; then
 		result "es_read_category 100, $cat vs message-db" "category_es $cat 1 on" \
 			"category_mdb $cat 1 on" 1 - 100 rows/s 1.00
 	done
-	result "es_read_all 100, types=Rare (1/1000) vs SELECT" "readall_rare_es 1 on" \
+	result "es_read_all 100, 1/1000 type vs SELECT" "readall_rare_es 1 on" \
 		"readall_rare_raw 1 on" 1 - 100 rows/s -
-	result "es_read_all 100, types=Rare vs category read" "readall_rare_es 1 on" \
+	result "es_read_all 100, 1/1000 type vs category" "readall_rare_es 1 on" \
 		"category_es sparse 1 on" 1 - 100 rows/s -
 fi
 
