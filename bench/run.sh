@@ -122,7 +122,9 @@ keep_best() {
 }
 
 # pgbench_point SCRIPT CLIENTS SYNC [pgbench options...]
-#   Runs bench/SCRIPT.sql and keeps its tps in TPS["SCRIPT CLIENTS SYNC"].
+#   Runs bench/SCRIPT.sql and keeps its tps in TPS["SCRIPT CLIENTS SYNC"]
+#   (TPS["SCRIPT$POINT_TAG CLIENTS SYNC"] when POINT_TAG is set); POINT_OPTIONS:
+#   more server settings for its sessions (-c name=value).
 pgbench_point() {
 	local script=$1 clients=$2 sync=$3 key="$1${POINT_TAG:-} $2 $3"
 	shift 3
@@ -130,7 +132,7 @@ pgbench_point() {
 	local out tps
 	RUN=$((RUN + 1))
 	psql_do -c CHECKPOINT
-	if ! out=$(PGOPTIONS="-c synchronous_commit=$sync" "$PGBENCH" -n -M prepared \
+	if ! out=$(PGOPTIONS="-c synchronous_commit=$sync ${POINT_OPTIONS:-}" "$PGBENCH" -n -M prepared \
 		-T "$DURATION" -c "$clients" -j "$jobs" -D run=$RUN -D n=0 -D streams="$STREAMS" "$@" \
 		-f "$BENCH_DIR/$script.sql" 2>&1); then
 		printf '%s\n' "$out" >&2
@@ -314,7 +316,10 @@ if wants read; then
 	for rep in $(seq "$REPEAT"); do
 		for cat in sparse dense; do
 			POINT_TAG=" $cat" pgbench_point category_es 1 on -D cat=$cat -D base="$base"
-			POINT_TAG=" $cat" pgbench_point category_raw 1 on -D cat=$cat -D base="$base"
+			# The baseline planned per call, as es plans its category read
+			# (category_raw.sql says why).
+			POINT_TAG=" $cat" POINT_OPTIONS="-c plan_cache_mode=force_custom_plan" \
+				pgbench_point category_raw 1 on -D cat=$cat -D base="$base"
 			if [ -n "$MDB" ]; then
 				POINT_TAG=" $cat" PGDATABASE=message_db pgbench_point category_mdb 1 on \
 					-D cat=$cat -D base="$mdb_base"
