@@ -313,7 +313,7 @@ if wants read; then
 		mdb_base=$(psql -X -At -d message_db -c 'SELECT coalesce(max(global_position), 0) FROM message_store.messages')
 		psql_do -d message_db -v mdb=1 -f "$BENCH_DIR/category_load.sql"
 	fi
-	for rep in $(seq "$REPEAT"); do
+	for _ in $(seq "$REPEAT"); do
 		for cat in sparse dense; do
 			POINT_TAG=" $cat" pgbench_point category_es 1 on -D cat=$cat -D base="$base"
 			# The baseline planned per call, as es plans its category read
