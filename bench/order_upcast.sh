@@ -95,8 +95,9 @@ DECLARE
     top bigint;
 BEGIN
     LOOP
-        -- count(data): both sides must produce whole rows, not just positions
-        SELECT count(data), max(global_position) INTO n, top FROM ($query) page;
+        -- count(page.*): both sides must produce whole rows (a count of
+        -- one column lets the planner drop the raw side's other columns)
+        SELECT count(page.*), max(global_position) INTO n, top FROM ($query) page;
         EXIT WHEN n = 0;
         last := top;
     END LOOP;

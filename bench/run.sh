@@ -18,6 +18,11 @@
 #                             (preloading them takes ~7-10 more minutes)
 #   ES_BENCH_SKIP_BUILD=1     use the installed es; skip es_setup (packages,
 #                             build, make install)
+#   MESSAGE_DB_DIR=path       a message-db checkout: install its database
+#                             scripts into database message_db of the same
+#                             cluster and measure write_message and
+#                             get_category_messages beside es (else: no
+#                             message-db column)
 #   ES_BENCH_PERF=1           before the growth group, perf-record one backend
 #                             (1 client) during es_append, the PL/pgSQL and
 #                             raw appends (synchronous_commit off), es_read and
@@ -81,6 +86,20 @@ wait_for_worker() {
 
 export PGDATABASE=es_bench
 createdb es_bench
+MDB=
+if [ -n "${MESSAGE_DB_DIR:-}" ]; then
+	# message-db's own installer, run as postgres against this cluster:
+	# role message_store, database message_db, schema message_store, its
+	# table, functions, indexes, views and grants.  Its functions name their
+	# objects unqualified: the database gets the search_path its README asks
+	# the message_store role to have.
+	es_log "installing message-db $(cat "$MESSAGE_DB_DIR/database/VERSION.txt") from $MESSAGE_DB_DIR"
+	DATABASE_NAME=message_db PGOPTIONS='-c client_min_messages=warning' \
+		bash "$MESSAGE_DB_DIR/database/install.sh" >"$ES_CLUSTER_DIR/message-db-install.log" 2>&1 ||
+		{ cat "$ES_CLUSTER_DIR/message-db-install.log" >&2; exit 1; }
+	psql_do -d message_db -c 'ALTER DATABASE message_db SET search_path = message_store, public'
+	MDB="message-db $(cat "$MESSAGE_DB_DIR/database/VERSION.txt")"
+fi
 psql_do -f "$BENCH_DIR/schema.sql" >/dev/null
 wait_for_worker es_bench
 psql_do -c 'VACUUM ANALYZE' >/dev/null
@@ -103,15 +122,17 @@ keep_best() {
 }
 
 # pgbench_point SCRIPT CLIENTS SYNC [pgbench options...]
-#   Runs bench/SCRIPT.sql and keeps its tps in TPS["SCRIPT CLIENTS SYNC"].
+#   Runs bench/SCRIPT.sql and keeps its tps in TPS["SCRIPT CLIENTS SYNC"]
+#   (TPS["SCRIPT$POINT_TAG CLIENTS SYNC"] when POINT_TAG is set); POINT_OPTIONS:
+#   more server settings for its sessions (-c name=value).
 pgbench_point() {
-	local script=$1 clients=$2 sync=$3
+	local script=$1 clients=$2 sync=$3 key="$1${POINT_TAG:-} $2 $3"
 	shift 3
 	local jobs=$((clients < 2 ? clients : 2))
 	local out tps
 	RUN=$((RUN + 1))
 	psql_do -c CHECKPOINT
-	if ! out=$(PGOPTIONS="-c synchronous_commit=$sync" "$PGBENCH" -n -M prepared \
+	if ! out=$(PGOPTIONS="-c synchronous_commit=$sync ${POINT_OPTIONS:-}" "$PGBENCH" -n -M prepared \
 		-T "$DURATION" -c "$clients" -j "$jobs" -D run=$RUN -D n=0 -D streams="$STREAMS" "$@" \
 		-f "$BENCH_DIR/$script.sql" 2>&1); then
 		printf '%s\n' "$out" >&2
@@ -124,8 +145,8 @@ pgbench_point() {
 		return 1
 	fi
 	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
-	keep_best "$script $clients $sync" "$tps"
-	printf '  %-18s clients=%-2s sync_commit=%-3s %10.1f tps  (%s)\n' "$script" "$clients" \
+	keep_best "$key" "$tps"
+	printf '  %-18s clients=%-2s sync_commit=%-3s %10.1f tps  (%s)\n' "$script${POINT_TAG:-}" "$clients" \
 		"$sync" "$tps" "$(sed -n 's/^latency average = //p' <<<"$out") avg latency"
 }
 
@@ -195,6 +216,9 @@ if wants append; then
 				for script in append_es append_raw append_pl append_es_exact append_pl_exact; do
 					pgbench_point $script "$c" "$sync"
 				done
+				if [ -n "$MDB" ]; then
+					PGDATABASE=message_db pgbench_point mdb_write_exact "$c" "$sync"
+				fi
 			done
 		done
 	done
@@ -220,6 +244,12 @@ if wants append; then
 		for c in $CLIENTS; do
 			result "append 1 event (exact) vs PL/pgSQL (exact)" "append_es_exact $c $sync" \
 				"append_pl_exact $c $sync" "$c" "$sync" 1 events/s 1.00
+		done
+	done
+	for sync in $SYNCS; do
+		for c in $CLIENTS; do
+			result "append 1 event (exact) vs message-db (exact)" "append_es_exact $c $sync" \
+				"mdb_write_exact $c $sync" "$c" "$sync" 1 events/s 1.00
 		done
 	done
 fi
@@ -271,6 +301,43 @@ if wants read; then
 		result "es_read 1,000 events vs SELECT" "read_es $c on" "read_raw $c on" "$c" - 1000 \
 			rows/s 0.83
 	done
+
+	# Category reads: 1M more events (bench/category_load.sql), category
+	# "sparse" holding 1,000 of them spread evenly, "dense" 999,000; 100
+	# events from a random position, 1 client.  A generic plan of the
+	# category read once walked the primary key for the sparse one (0.02x).
+	es_log "category reads, sparse (1,000 of 1M) and dense: es_read_category vs SELECT${MDB:+ vs $MDB}"
+	base=$(psql -X -At -c 'SELECT coalesce(max(global_position), 0) FROM es_events')
+	psql_do -v mdb=0 -f "$BENCH_DIR/category_load.sql"
+	if [ -n "$MDB" ]; then
+		mdb_base=$(psql -X -At -d message_db -c 'SELECT coalesce(max(global_position), 0) FROM message_store.messages')
+		psql_do -d message_db -v mdb=1 -f "$BENCH_DIR/category_load.sql"
+	fi
+	for _ in $(seq "$REPEAT"); do
+		for cat in sparse dense; do
+			POINT_TAG=" $cat" pgbench_point category_es 1 on -D cat=$cat -D base="$base"
+			# The baseline planned per call, as es plans its category read
+			# (category_raw.sql says why).
+			POINT_TAG=" $cat" POINT_OPTIONS="-c plan_cache_mode=force_custom_plan" \
+				pgbench_point category_raw 1 on -D cat=$cat -D base="$base"
+			if [ -n "$MDB" ]; then
+				POINT_TAG=" $cat" PGDATABASE=message_db pgbench_point category_mdb 1 on \
+					-D cat=$cat -D base="$mdb_base"
+			fi
+		done
+		pgbench_point readall_rare_es 1 on -D base="$base"
+		pgbench_point readall_rare_raw 1 on -D base="$base"
+	done
+	for cat in sparse dense; do
+		result "es_read_category 100, $cat vs SELECT" "category_es $cat 1 on" \
+			"category_raw $cat 1 on" 1 - 100 rows/s 0.90
+		result "es_read_category 100, $cat vs message-db" "category_es $cat 1 on" \
+			"category_mdb $cat 1 on" 1 - 100 rows/s 1.00
+	done
+	result "es_read_all 100, 1/1000 type vs SELECT" "readall_rare_es 1 on" \
+		"readall_rare_raw 1 on" 1 - 100 rows/s -
+	result "es_read_all 100, 1/1000 type vs category" "readall_rare_es 1 on" \
+		"category_es sparse 1 on" 1 - 100 rows/s -
 fi
 
 # ---------------------------------------------------------------------------
@@ -389,6 +456,7 @@ fi
 es_log "results"
 echo "$ES_VERSION; $("$ES_PG_BIN/postgres" --version); $(nproc) cores;"\
 	"${DURATION}s per point; $STREAMS streams per client; $NOTIFY_MODE;"\
+	"${MDB:-no message-db};"\
 	"load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ratio = es / baseline throughput (higher is better for es); es and baseline in the unit shown"
 print_table
