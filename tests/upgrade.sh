@@ -116,7 +116,8 @@ for pattern in "function es_read(text,bigint,bigint) .*comment=-" "function es_c
 	"trigger es_events.es_events_immutable enabled=O" "function es_append(text,bigint,jsonb) .*=X/postgres" \
 	"policy es_streams.es_streams_no_update" "column es_aggregates.snapshot_every .*default=10" \
 	"function es_register_upcaster.*config=-"; do
-	echo "$sabotage" | grep -q -- "$pattern" || fail "self-test: the comparison missed a sabotage ($pattern)"
+	# (a here-string: grep -q leaving early must not fail a pipe under pipefail)
+	grep -q -- "$pattern" <<<"$sabotage" || fail "self-test: the comparison missed a sabotage ($pattern)"
 done
 [ "$failed" = 0 ] && echo "ok: self-test: the comparison catches each of 7 sabotages"
 
@@ -163,7 +164,17 @@ else
 	fail "the updated database answered:"; diff <(echo "$want") <(echo "$got") || true
 fi
 
-# 5. Never a crash.
+# 5. The worker served the 0.1.0 database without a failing task, and
+# nothing crashed.
+for _ in $(seq 1 100); do
+	grep -q 'es worker started for database "es_up_old"' "$ES_CLUSTER_DIR/server.log" && break
+	sleep 0.1
+done
+grep -q 'es worker started for database "es_up_old"' "$ES_CLUSTER_DIR/server.log" ||
+	fail "no worker started for the database installed at 0.1.0"
+if grep -E 'es worker task .* failed' "$ES_CLUSTER_DIR/server.log"; then
+	fail "a worker task failed (server log above)"
+fi
 if grep -E "terminated by signal|server process .* was terminated" "$ES_CLUSTER_DIR/server.log"; then
 	fail "a backend crashed (server log above)"
 fi
