@@ -1,6 +1,6 @@
 # es — PGXS build.  `make && make install`; tests: bash tests/run.sh
 EXTENSION = es
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = es
 OBJS = \
@@ -17,10 +17,12 @@ OBJS = \
 	src/aggregate.o \
 	src/projection.o
 
-# The install script for the current version is generated from one source;
-# upgrade scripts (sql/es--A--B.sql) are shipped as written.
+# The install script for the current version is generated from one source
+# (sql/es.sql), and removed by make clean.  Every other sql/es--*.sql is
+# tracked and shipped as written: the install scripts of released versions,
+# frozen (sql/es--0.1.0.sql), and the upgrade scripts (sql/es--A--B.sql).
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*--*.sql))
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 # Regression tests: every sql/NNN_topic.sql, in order.
 TESTS = $(sort $(wildcard sql/[0-9][0-9][0-9]_*.sql))

@@ -40,6 +40,7 @@
 #include "commands/sequence.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -824,6 +825,34 @@ AppendEventsAsOwner(FunctionCallInfo fcinfo, const EsCatalog *cat,
 }
 
 /*
+ * CheckLegacyPrivileges
+ *		With 0.1.0's SQL objects (before ALTER EXTENSION es UPDATE), PUBLIC
+ *		may execute es_append and appending is governed by table grants, as
+ *		in 0.1.0: the caller needs INSERT on es_events and INSERT and UPDATE
+ *		on es_streams.  Writing as the owner without this check would let any
+ *		role append.
+ */
+static void
+CheckLegacyPrivileges(const EsCatalog *cat)
+{
+	Oid			userid = GetUserId();
+
+	if (pg_class_aclcheck(cat->events_relid, userid, ACL_INSERT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table es_events"),
+				 errdetail("The SQL objects of extension \"es\" in this database are those of version 0.1.0, where appending needs INSERT on es_events."),
+				 errhint("Run ALTER EXTENSION es UPDATE; then GRANT EXECUTE ON FUNCTION es_append to the roles that append.")));
+	if ((pg_class_aclcheck(cat->streams_relid, userid, ACL_INSERT) != ACLCHECK_OK ||
+		pg_class_aclcheck(cat->streams_relid, userid, ACL_UPDATE) != ACLCHECK_OK))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table es_streams"),
+				 errdetail("The SQL objects of extension \"es\" in this database are those of version 0.1.0, where appending needs INSERT and UPDATE on es_streams."),
+				 errhint("Run ALTER EXTENSION es UPDATE; then GRANT EXECUTE ON FUNCTION es_append to the roles that append.")));
+}
+
+/*
  * AppendEvents
  *		Both SQL forms: the caller's EXECUTE privilege on es_append is all
  *		it needs; es's statements run as the tables' owner (privilege.c).
@@ -840,6 +869,8 @@ AppendEvents(FunctionCallInfo fcinfo, NewEvent *events, int count, bool is_batch
 	PreventCommandDuringRecovery("es_append()");
 
 	cat = EsCatalogGet(fcinfo);
+	if (cat->legacy_privileges)
+		CheckLegacyPrivileges(cat);
 	EsBecomeOwner(cat, &sw);
 	PG_TRY();
 	{

@@ -75,7 +75,7 @@ LookupRelation(const char *relname, Oid schema_oid)
 }
 
 static Oid
-RelationOwner(Oid relid)
+RelationOwner(Oid relid, bool *rowsecurity)
 {
 	HeapTuple	tuple;
 	Oid			owner;
@@ -84,6 +84,7 @@ RelationOwner(Oid relid)
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
 	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	*rowsecurity = ((Form_pg_class) GETSTRUCT(tuple))->relrowsecurity;
 	ReleaseSysCache(tuple);
 	return owner;
 }
@@ -137,7 +138,17 @@ EsCatalogForSchema(Oid schema_oid)
 	catalog.position_seqid = LookupRelation("es_events_global_position_seq",
 											schema_oid);
 	catalog.upcasters_relid = LookupRelation("es_upcasters", schema_oid);
-	catalog.owner_oid = RelationOwner(catalog.events_relid);
+	/*
+	 * 0.2.0's SQL objects keep every other role from writing es_events with
+	 * row-level security.  Without it, this is a database whose es is still
+	 * 0.1.0 (the library was installed, ALTER EXTENSION es UPDATE not yet
+	 * run): its privileges are 0.1.0's (table grants), which es_append must
+	 * keep checking until the update (append.c).  ALTER TABLE ... ENABLE ROW
+	 * LEVEL SECURITY invalidates this lookup.
+	 */
+	catalog.owner_oid = RelationOwner(catalog.events_relid,
+									  &catalog.legacy_privileges);
+	catalog.legacy_privileges = !catalog.legacy_privileges;
 	catalog.generation++;
 	EsUpcastInvalidate();
 

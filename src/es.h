@@ -46,6 +46,9 @@ typedef struct EsCatalog
 	Oid			position_seqid; /* es_events_global_position_seq */
 	Oid			upcasters_relid;
 	Oid			owner_oid;		/* owner of es_events: es writes as this role */
+	bool		legacy_privileges;	/* es_events without row-level security:
+									 * the SQL objects of 0.1.0, before ALTER
+									 * EXTENSION es UPDATE */
 	uint64		generation;		/* changes whenever the lookup is redone */
 } EsCatalog;
 

@@ -9,6 +9,8 @@
 #   3. the libpq stress test   tests/stress/es_stress.c, and its self-test
 #   4. the memory check        tests/memory.sh (a 1M-event read stays bounded)
 #   5. the dump check          tests/dump_restore.sh (pg_dump/pg_restore keep everything)
+#   5b. the upgrade            tests/upgrade.sh (0.1.0 -> 0.2.0, on a throwaway cluster
+#                              of its own)
 #   6. notifications           tests/notify.sh
 #   6b. a hot standby          tests/standby.sh (reads work there, appends do not)
 #   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
@@ -63,6 +65,7 @@ run_part "stress test (16 clients, libpq)" bash tests/stress/run.sh
 run_part "stress checker self-test (each sabotage is caught)" bash tests/stress/run.sh --self-test
 run_part "memory check (1M-event read)" bash tests/memory.sh
 run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
+run_part "upgrade 0.1.0 -> 0.2.0 (ALTER EXTENSION es UPDATE equals a fresh install)" bash tests/upgrade.sh
 run_part "notifications (coalesced, from the worker)" bash tests/notify.sh
 run_part "hot standby: reads work, appends are refused" bash tests/standby.sh
 run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh

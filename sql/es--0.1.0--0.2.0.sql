@@ -1,0 +1,351 @@
+/*
+ * es — upgrade from 0.1.0 to 0.2.0 (ALTER EXTENSION es UPDATE).
+ *
+ * Everything sql/es.sql creates that sql/es--0.1.0.sql did not, and every
+ * change to what it did.  The sections below have the names and the order
+ * of sql/es.sql's, so that an object added to a section there is added to
+ * the same section here; a section of es.sql with nothing new since 0.1.0
+ * is listed with "(unchanged since 0.1.0)".  tests/upgrade.sh compares an
+ * updated database with a fresh install object by object and prints what
+ * this script still misses.
+ *
+ * Privileges: 0.1.0 let PUBLIC execute every function, so appending needed
+ * only table grants.  0.2.0 appends only through es_append, which writes
+ * es's tables as their owner: the REVOKEs below take EXECUTE on es_append
+ * and on the registration functions from PUBLIC, and row-level security
+ * makes any INSERT or UPDATE grant on es_events / es_streams that a role
+ * still holds from 0.1.0 ineffective.  README, "Upgrading from 0.1.0", says
+ * which grants replace the 0.1.0 writer grants.
+ */
+\echo Use "ALTER EXTENSION es UPDATE TO '0.2.0'" to load this file. \quit
+
+/*
+ * Storage (unchanged since 0.1.0)
+ */
+
+/*
+ * Type returned by every read (unchanged since 0.1.0)
+ */
+
+/*
+ * Immutability (unchanged since 0.1.0)
+ */
+
+/*
+ * Append
+ */
+-- The right to append is the right to call es_append, which writes es's
+-- tables as their owner (src/privilege.c).  Nobody else can write them,
+-- whatever they are granted: row-level security lets other roles read
+-- (given SELECT) and never insert or update.  The owner is not subject to
+-- it, so es_append, pg_restore and logical replication's apply work.
+REVOKE EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, text, jsonb, jsonb, uuid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb) FROM PUBLIC;
+
+ALTER TABLE @extschema@.es_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_events_read ON @extschema@.es_events FOR SELECT USING (true);
+ALTER TABLE @extschema@.es_streams ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_streams_read ON @extschema@.es_streams FOR SELECT USING (true);
+-- An UPDATE by another role fails (42501) rather than silently matching nothing.
+CREATE POLICY es_streams_no_update ON @extschema@.es_streams FOR UPDATE
+    USING (true) WITH CHECK (false);
+
+/*
+ * Read (unchanged since 0.1.0)
+ */
+
+/*
+ * Reads in global order (unchanged since 0.1.0)
+ */
+
+/*
+ * Upcasters
+ */
+
+-- A change of a registry that background tasks follow (upcasters, which
+-- make snapshots stale; aggregates; projections) wakes this database's
+-- worker at commit.
+CREATE FUNCTION @extschema@.es_registry_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_registry_changed'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.es_registry_changed() IS
+    'Trigger function: wakes this database''s es worker when the transaction commits';
+
+CREATE TRIGGER es_upcasters_wake_worker
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_register_upcaster(text, integer, regprocedure) FROM PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_unregister_upcaster(text, integer) FROM PUBLIC;
+
+/*
+ * The background worker of this database
+ */
+CREATE FUNCTION @extschema@.es_get_worker_status(
+    OUT pid integer,
+    OUT started_at timestamptz,
+    OUT state text,
+    OUT last_task text,
+    OUT last_report text,
+    OUT last_report_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'es_get_worker_status'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED ROWS 1;
+
+COMMENT ON FUNCTION @extschema@.es_get_worker_status() IS
+    'This database''s es background worker, as it reports itself (see the es_worker_status view)';
+
+CREATE VIEW @extschema@.es_worker_status AS
+    SELECT * FROM @extschema@.es_get_worker_status();
+
+COMMENT ON VIEW @extschema@.es_worker_status IS
+    'This database''s es background worker: pid, start, state and what it did last (no row when none runs)';
+
+/*
+ * Snapshots and aggregates
+ */
+
+-- One row per aggregate: the category it folds, and how.  apply is kept as
+-- its schema-qualified signature and owner as a role name (text), so that
+-- the registry survives pg_dump/pg_restore.  position is the automatic
+-- snapshots' place in the category's gap-free global order; retry_at and
+-- last_error are their backoff after a failure.
+CREATE TABLE @extschema@.es_aggregates (
+    category       text        NOT NULL,
+    apply          text        NOT NULL,
+    initial_state  jsonb       NOT NULL DEFAULT '{}',
+    snapshot_every integer     NOT NULL DEFAULT 100,
+    schema_version integer     NOT NULL DEFAULT 1,
+    snapshot_after interval,
+    owner          text        NOT NULL,
+    registered_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    position       bigint      NOT NULL DEFAULT 0,
+    failures       integer     NOT NULL DEFAULT 0,
+    retry_at       timestamptz,
+    last_error     text,
+    CONSTRAINT es_aggregates_pkey PRIMARY KEY (category),
+    CONSTRAINT es_aggregates_snapshot_every_check CHECK (snapshot_every >= 0),
+    CONSTRAINT es_aggregates_schema_version_check CHECK (schema_version >= 1)
+);
+
+COMMENT ON TABLE @extschema@.es_aggregates IS
+    'Registered aggregates: per category, the apply function folded over its streams, and the snapshot strategy';
+
+-- Snapshots: a stream's folded state at a version.  fingerprint is the
+-- logic's (apply's definition and the upcaster registry) when it was taken;
+-- NULL for a snapshot saved where the category has no aggregate.
+CREATE TABLE @extschema@.es_snapshots (
+    stream_id      text        NOT NULL,
+    version        bigint      NOT NULL,
+    schema_version integer     NOT NULL DEFAULT 1,
+    fingerprint    text,
+    state          jsonb       NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT es_snapshots_pkey PRIMARY KEY (stream_id, version),
+    CONSTRAINT es_snapshots_version_check CHECK (version >= 1)
+);
+
+COMMENT ON TABLE @extschema@.es_snapshots IS
+    'Snapshots of streams (an optimisation of es_load: the state at a version); written only by es';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_aggregates', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_snapshots', '');
+
+CREATE TRIGGER es_aggregates_wake_worker
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_aggregates
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
+
+-- Every es_load reads the registry (as its caller); es reads and writes
+-- snapshots as the tables' owner.
+GRANT SELECT ON @extschema@.es_aggregates TO PUBLIC;
+
+-- The worker runs each apply function as the role named in owner, so a role
+-- that is granted the right to register (README: delegating) may only name
+-- itself: otherwise an UPDATE of owner would run its apply as another role.
+ALTER TABLE @extschema@.es_aggregates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_aggregates_read ON @extschema@.es_aggregates FOR SELECT USING (true);
+CREATE POLICY es_aggregates_insert ON @extschema@.es_aggregates FOR INSERT
+    WITH CHECK (owner = current_user);
+CREATE POLICY es_aggregates_update ON @extschema@.es_aggregates FOR UPDATE
+    USING (true) WITH CHECK (owner = current_user);
+CREATE POLICY es_aggregates_delete ON @extschema@.es_aggregates FOR DELETE USING (true);
+
+CREATE FUNCTION @extschema@.es_register_aggregate(
+    category text,
+    apply regprocedure,
+    initial_state jsonb DEFAULT '{}',
+    snapshot_every integer DEFAULT 100,
+    schema_version integer DEFAULT 1,
+    snapshot_after interval DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    proc record;
+    signature text;
+    registered record;
+BEGIN
+    IF es_register_aggregate.category IS NULL OR es_register_aggregate.apply IS NULL
+       OR es_register_aggregate.initial_state IS NULL OR es_register_aggregate.snapshot_every IS NULL
+       OR es_register_aggregate.schema_version IS NULL THEN
+        RAISE EXCEPTION 'category, apply, initial_state, snapshot_every and schema_version must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF es_register_aggregate.category = '' OR pg_catalog.strpos(es_register_aggregate.category, '-') > 0 THEN
+        RAISE EXCEPTION 'invalid category "%"', es_register_aggregate.category
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A category is the part of a stream id before its first "-": not empty, without "-".';
+    END IF;
+    IF es_register_aggregate.snapshot_every < 0 THEN
+        RAISE EXCEPTION 'snapshot_every must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 0 to turn count-based snapshots off.';
+    END IF;
+    IF es_register_aggregate.schema_version < 1 THEN
+        RAISE EXCEPTION 'schema_version must be at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF es_register_aggregate.snapshot_after IS NOT NULL
+       AND es_register_aggregate.snapshot_after <= interval '0' THEN
+        RAISE EXCEPTION 'snapshot_after must be positive'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use NULL to turn time-based snapshots off.';
+    END IF;
+
+    SELECT p.proname, n.nspname, p.pronargs, p.proargtypes, p.prorettype, p.proretset, p.prokind
+      INTO proc
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.oid = es_register_aggregate.apply;
+    IF NOT FOUND OR proc.prokind <> 'f' OR proc.pronargs <> 2 OR proc.proargtypes[0] <> 'jsonb'::regtype
+       OR proc.proargtypes[1] <> '@extschema@.es_event'::regtype
+       OR proc.prorettype <> 'jsonb'::regtype OR proc.proretset THEN
+        RAISE EXCEPTION 'function % cannot be an apply function', es_register_aggregate.apply
+            USING ERRCODE = 'undefined_function',
+                  DETAIL = 'An apply function takes (state jsonb, event es_event) and returns jsonb (the new state), one row.';
+    END IF;
+    signature := pg_catalog.format('%I.%I(jsonb, %s)', proc.nspname, proc.proname,
+                                   '@extschema@.es_event'::regtype);
+
+    LOCK TABLE @extschema@.es_aggregates IN SHARE ROW EXCLUSIVE MODE;
+
+    SELECT a.apply, a.schema_version INTO registered
+      FROM @extschema@.es_aggregates a WHERE a.category = es_register_aggregate.category;
+    IF FOUND THEN
+        IF es_register_aggregate.schema_version < registered.schema_version THEN
+            RAISE EXCEPTION 'aggregate of category "%" is registered at a higher schema version',
+                    es_register_aggregate.category
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = pg_catalog.format('It is at schema version %s; %s was given.',
+                                                 registered.schema_version, es_register_aggregate.schema_version);
+        END IF;
+        IF es_register_aggregate.schema_version = registered.schema_version
+           AND pg_catalog.to_regprocedure(registered.apply) IS DISTINCT FROM es_register_aggregate.apply THEN
+            RAISE EXCEPTION 'aggregate of category "%" is already registered at schema version % with another apply function',
+                    es_register_aggregate.category, registered.schema_version
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = pg_catalog.format('It is %s.', registered.apply),
+                      HINT = 'Register it with a higher schema_version to replace it.';
+        END IF;
+        UPDATE @extschema@.es_aggregates a
+           SET apply = signature,
+               initial_state = es_register_aggregate.initial_state,
+               snapshot_every = es_register_aggregate.snapshot_every,
+               schema_version = es_register_aggregate.schema_version,
+               snapshot_after = es_register_aggregate.snapshot_after,
+               owner = current_user,
+               registered_at = pg_catalog.now(),
+               -- the new logic makes every snapshot stale: refresh from the start
+               position = CASE WHEN a.schema_version = es_register_aggregate.schema_version
+                               THEN a.position ELSE 0 END,
+               failures = 0, retry_at = NULL, last_error = NULL
+         WHERE a.category = es_register_aggregate.category;
+        RETURN;
+    END IF;
+
+    INSERT INTO @extschema@.es_aggregates
+        (category, apply, initial_state, snapshot_every, schema_version, snapshot_after, owner)
+    VALUES (es_register_aggregate.category, signature, es_register_aggregate.initial_state,
+            es_register_aggregate.snapshot_every, es_register_aggregate.schema_version,
+            es_register_aggregate.snapshot_after, current_user);
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_register_aggregate(text, regprocedure, jsonb, integer, integer, interval) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_register_aggregate(text, regprocedure, jsonb, integer, integer, interval) IS
+    'Registers apply(jsonb, es_event) RETURNS jsonb as the aggregate of a category, with its snapshot strategy';
+
+CREATE FUNCTION @extschema@.es_unregister_aggregate(category text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF es_unregister_aggregate.category IS NULL THEN
+        RAISE EXCEPTION 'category must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM @extschema@.es_aggregates a WHERE a.category = es_unregister_aggregate.category;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no aggregate of category "%" is registered', es_unregister_aggregate.category
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_unregister_aggregate(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_unregister_aggregate(text) IS
+    'Unregisters the aggregate of a category (its snapshots stay, and are stale)';
+
+CREATE FUNCTION @extschema@.es_load(stream_id text, at_version bigint DEFAULT NULL)
+RETURNS TABLE(state jsonb, version bigint)
+AS 'MODULE_PATHNAME', 'es_load'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 1;
+
+COMMENT ON FUNCTION @extschema@.es_load(text, bigint) IS
+    'The state of a stream (at at_version; NULL: now): its aggregate''s fold, from the newest current snapshot';
+
+CREATE FUNCTION @extschema@.es_load_at(stream_id text, at timestamptz)
+RETURNS TABLE(state jsonb, version bigint)
+AS 'MODULE_PATHNAME', 'es_load_at'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 1;
+
+COMMENT ON FUNCTION @extschema@.es_load_at(text, timestamptz) IS
+    'The state of a stream as of the events recorded at or before at';
+
+CREATE FUNCTION @extschema@.es_snapshot_save(
+    stream_id text,
+    version bigint,
+    state jsonb,
+    schema_version integer DEFAULT 1)
+RETURNS void
+AS 'MODULE_PATHNAME', 'es_snapshot_save'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_snapshot_save(text, bigint, jsonb, integer) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_snapshot_save(text, bigint, jsonb, integer) IS
+    'Saves the state of a stream at a version (trusted: es_load starts from it)';
+
+CREATE FUNCTION @extschema@.es_snapshot_load(stream_id text, only_schema_version integer DEFAULT NULL)
+RETURNS TABLE(version bigint, schema_version integer, state jsonb, created_at timestamptz)
+AS 'MODULE_PATHNAME', 'es_snapshot_load'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED ROWS 1;
+
+COMMENT ON FUNCTION @extschema@.es_snapshot_load(text, integer) IS
+    'The newest snapshot of a stream (of one schema version, when given)';
+
+CREATE FUNCTION @extschema@.es_snapshot_take(stream_id text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_snapshot_take'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_snapshot_take(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_snapshot_take(text) IS
+    'Folds a stream now and saves the snapshot; returns its version';
