@@ -349,3 +349,355 @@ REVOKE EXECUTE ON FUNCTION @extschema@.es_snapshot_take(text) FROM PUBLIC;
 
 COMMENT ON FUNCTION @extschema@.es_snapshot_take(text) IS
     'Folds a stream now and saves the snapshot; returns its version';
+
+/*
+ * Projections (new in 0.2.0)
+ */
+
+-- One row per projection: a handler (event es_event) RETURNS void that
+-- maintains a read model, the event types it wants (NULL: all), how it is
+-- fed, and where it is.  handler, reset and owner are kept as text (a
+-- schema-qualified signature, a role name) so that the registry survives
+-- pg_dump/pg_restore.  position is the checkpoint of async and manual
+-- projections: the global position of the last event handled or stepped
+-- over; the handler's writes and the move of the checkpoint commit in one
+-- transaction.  Inline projections are current by construction (they run
+-- in the appending transaction); their position is where their last
+-- rebuild ended.
+CREATE TABLE @extschema@.es_projections (
+    name             text        NOT NULL,
+    handler          text        NOT NULL,
+    reset            text,
+    event_types      text[],
+    mode             text        NOT NULL DEFAULT 'inline',
+    position         bigint      NOT NULL DEFAULT 0,
+    state            text        NOT NULL DEFAULT 'running',
+    last_error       text,
+    failing_position bigint,
+    owner            text        NOT NULL,
+    registered_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT es_projections_pkey PRIMARY KEY (name),
+    CONSTRAINT es_projections_mode_check CHECK (mode IN ('inline', 'async', 'manual')),
+    CONSTRAINT es_projections_state_check CHECK (state IN ('running', 'failed', 'rebuilding')),
+    CONSTRAINT es_projections_position_check CHECK (position >= 0)
+);
+
+COMMENT ON TABLE @extschema@.es_projections IS
+    'Registered projections: handler, event types, mode and checkpoint of each read model';
+
+-- Events a failed projection was told to step over (es_projection_skip).
+CREATE TABLE @extschema@.es_projection_skipped (
+    name            text        NOT NULL,
+    global_position bigint      NOT NULL,
+    event_id        uuid,
+    error           text,
+    skipped_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT es_projection_skipped_pkey PRIMARY KEY (name, global_position)
+);
+
+COMMENT ON TABLE @extschema@.es_projection_skipped IS
+    'Events that projections stepped over after their handler failed on them';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_projections', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_projection_skipped', '');
+
+GRANT SELECT ON @extschema@.es_projections TO PUBLIC;
+GRANT SELECT ON @extschema@.es_projection_skipped TO PUBLIC;
+
+-- The worker runs each async handler as the role named in owner, so a role
+-- that is granted the right to register (README: delegating) may only name
+-- itself, as in es_aggregates.
+ALTER TABLE @extschema@.es_projections ENABLE ROW LEVEL SECURITY;
+CREATE POLICY es_projections_read ON @extschema@.es_projections FOR SELECT USING (true);
+CREATE POLICY es_projections_insert ON @extschema@.es_projections FOR INSERT
+    WITH CHECK (owner = current_user);
+CREATE POLICY es_projections_update ON @extschema@.es_projections FOR UPDATE
+    USING (true) WITH CHECK (owner = current_user);
+CREATE POLICY es_projections_delete ON @extschema@.es_projections FOR DELETE USING (true);
+
+-- A change of what inline projections there are drops every session's
+-- list of them at commit (src/projection.c); the worker's checkpoint
+-- updates do not touch these columns.
+CREATE FUNCTION @extschema@.es_projections_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_projections_changed'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.es_projections_changed() IS
+    'Trigger function: tells every session to reload its list of inline projections';
+
+CREATE TRIGGER es_projections_changed
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, handler, event_types, mode
+    ON @extschema@.es_projections
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_projections_changed();
+ALTER TABLE @extschema@.es_projections ENABLE ALWAYS TRIGGER es_projections_changed;
+
+CREATE TRIGGER es_projections_wake_worker
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_projections
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
+
+-- Inline projections: each event es_append inserts (or logical replication
+-- applies) goes to the inline handlers that want its type, in the
+-- appending transaction.  The WHEN clause is evaluated as the row is
+-- inserted: when no inline projection wants the event (or the row comes
+-- from a restore), no trigger event is even queued, so appends cost
+-- nothing more without inline projections.
+CREATE FUNCTION @extschema@.es_projection_wanted(event_type text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_projection_wanted'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION @extschema@.es_projection_wanted(text) IS
+    'Whether an event of this type being inserted now goes to an inline projection (used by the es_events trigger)';
+
+CREATE FUNCTION @extschema@.es_projection_dispatch()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_projection_dispatch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION @extschema@.es_projection_dispatch() IS
+    'Trigger function: hands an appended event, upcast, to the inline projections that want its type';
+
+CREATE TRIGGER es_projection_dispatch
+    AFTER INSERT ON @extschema@.es_events
+    FOR EACH ROW WHEN (@extschema@.es_projection_wanted(NEW.event_type))
+    EXECUTE FUNCTION @extschema@.es_projection_dispatch();
+ALTER TABLE @extschema@.es_events ENABLE ALWAYS TRIGGER es_projection_dispatch;
+
+CREATE FUNCTION @extschema@.es_register_projection(
+    name text,
+    handler regprocedure,
+    event_types text[] DEFAULT NULL,
+    mode text DEFAULT 'inline',
+    reset regprocedure DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    proc record;
+    handler_signature text;
+    reset_signature text;
+BEGIN
+    IF es_register_projection.name IS NULL OR es_register_projection.handler IS NULL
+       OR es_register_projection.mode IS NULL THEN
+        RAISE EXCEPTION 'name, handler and mode must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF es_register_projection.name = '' THEN
+        RAISE EXCEPTION 'projection name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF es_register_projection.mode NOT IN ('inline', 'async', 'manual') THEN
+        RAISE EXCEPTION 'unknown projection mode "%"', es_register_projection.mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The modes are inline, async and manual.';
+    END IF;
+    IF es_register_projection.event_types IS NOT NULL
+       AND (pg_catalog.array_ndims(es_register_projection.event_types) IS DISTINCT FROM 1
+            OR pg_catalog.array_position(es_register_projection.event_types, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'event_types must be a one-dimensional array of event types without NULLs'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use NULL for every event type.';
+    END IF;
+
+    SELECT p.proname, n.nspname, p.pronargs, p.proargtypes, p.prorettype, p.proretset, p.prokind
+      INTO proc
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.oid = es_register_projection.handler;
+    IF NOT FOUND OR proc.prokind <> 'f' OR proc.pronargs <> 1
+       OR proc.proargtypes[0] <> '@extschema@.es_event'::regtype
+       OR proc.prorettype <> 'void'::regtype OR proc.proretset THEN
+        RAISE EXCEPTION 'function % cannot be a projection handler', es_register_projection.handler
+            USING ERRCODE = 'undefined_function',
+                  DETAIL = 'A handler takes one es_event argument and returns void.';
+    END IF;
+    handler_signature := pg_catalog.format('%I.%I(%s)', proc.nspname, proc.proname,
+                                           '@extschema@.es_event'::regtype);
+
+    IF es_register_projection.reset IS NOT NULL THEN
+        SELECT p.proname, n.nspname, p.pronargs, p.prorettype, p.proretset, p.prokind
+          INTO proc
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.oid = es_register_projection.reset;
+        IF NOT FOUND OR proc.prokind <> 'f' OR proc.pronargs <> 0
+           OR proc.prorettype <> 'void'::regtype OR proc.proretset THEN
+            RAISE EXCEPTION 'function % cannot be a projection reset', es_register_projection.reset
+                USING ERRCODE = 'undefined_function',
+                      DETAIL = 'A reset function takes no arguments and returns void; it empties the read model.';
+        END IF;
+        reset_signature := pg_catalog.format('%I.%I()', proc.nspname, proc.proname);
+    END IF;
+
+    IF EXISTS (SELECT FROM @extschema@.es_projections p WHERE p.name = es_register_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" is already registered', es_register_projection.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Unregister it first with es_unregister_projection.';
+    END IF;
+
+    -- A new projection starts from the beginning: async and manual ones
+    -- catch up from position 0; an inline one handles the events appended
+    -- from now on (es_projection_rebuild replays the older ones).
+    INSERT INTO @extschema@.es_projections (name, handler, reset, event_types, mode, owner)
+    VALUES (es_register_projection.name, handler_signature, reset_signature,
+            es_register_projection.event_types, es_register_projection.mode, current_user);
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'projection "%" is already registered', es_register_projection.name
+        USING ERRCODE = 'duplicate_object',
+              HINT = 'Unregister it first with es_unregister_projection.';
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_register_projection(text, regprocedure, text[], text, regprocedure) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_register_projection(text, regprocedure, text[], text, regprocedure) IS
+    'Registers handler(es_event) RETURNS void as a projection of the given event types (NULL: all), inline, async or manual';
+
+CREATE FUNCTION @extschema@.es_unregister_projection(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF es_unregister_projection.name IS NULL THEN
+        RAISE EXCEPTION 'name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM @extschema@.es_projections p WHERE p.name = es_unregister_projection.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no projection "%" is registered', es_unregister_projection.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    DELETE FROM @extschema@.es_projection_skipped s WHERE s.name = es_unregister_projection.name;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_unregister_projection(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_unregister_projection(text) IS
+    'Unregisters a projection (its read model stays as it is)';
+
+CREATE FUNCTION @extschema@.es_projection_run(name text, max_events bigint DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_projection_run'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_projection_run(text, bigint) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_projection_run(text, bigint) IS
+    'Feeds an async or manual projection the events after its checkpoint in this session (at most max_events); returns how many it handled';
+
+CREATE FUNCTION @extschema@.es_projection_rebuild(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_projection_rebuild'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_projection_rebuild(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_projection_rebuild(text) IS
+    'Calls the reset function and replays every event (an async projection: in the background); returns how many were replayed';
+
+CREATE FUNCTION @extschema@.es_projection_wait(
+    name text,
+    "position" bigint,
+    timeout_ms integer DEFAULT 10000)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_projection_wait'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION @extschema@.es_projection_wait(text, bigint, integer) IS
+    'Waits until a projection has handled the event at position (true) or timeout_ms pass (false)';
+
+CREATE FUNCTION @extschema@.es_projection_resume(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF es_projection_resume.name IS NULL THEN
+        RAISE EXCEPTION 'name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE @extschema@.es_projections p
+       SET state = 'running', last_error = NULL, failing_position = NULL,
+           updated_at = pg_catalog.now()
+     WHERE p.name = es_projection_resume.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no projection "%" is registered', es_projection_resume.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_projection_resume(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_projection_resume(text) IS
+    'Lets a failed projection go on: its failing event is tried again';
+
+CREATE FUNCTION @extschema@.es_projection_skip(name text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+BEGIN
+    IF es_projection_skip.name IS NULL THEN
+        RAISE EXCEPTION 'name must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO p FROM @extschema@.es_projections pr
+     WHERE pr.name = es_projection_skip.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no projection "%" is registered', es_projection_skip.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF p.state <> 'failed' OR p.failing_position IS NULL THEN
+        RAISE EXCEPTION 'projection "%" has not failed', es_projection_skip.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('It is %s at position %s.', p.state, p.position);
+    END IF;
+    INSERT INTO @extschema@.es_projection_skipped (name, global_position, event_id, error)
+    SELECT p.name, p.failing_position,
+           (SELECT e.event_id FROM @extschema@.es_events e
+             WHERE e.global_position = p.failing_position),
+           p.last_error
+    ON CONFLICT ON CONSTRAINT es_projection_skipped_pkey DO NOTHING;
+    UPDATE @extschema@.es_projections pr
+       SET state = 'running', last_error = NULL, failing_position = NULL,
+           position = p.failing_position, updated_at = pg_catalog.now()
+     WHERE pr.name = es_projection_skip.name;
+    RETURN p.failing_position;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION @extschema@.es_projection_skip(text) FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.es_projection_skip(text) IS
+    'Lets a failed projection step over its failing event (recorded in es_projection_skipped); returns its position';
+
+CREATE FUNCTION @extschema@.es_projection_head()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_projection_head'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION @extschema@.es_projection_head() IS
+    'The newest event readable in the gap-free global order (0: none), as es_projection_status shows it';
+
+-- head: the newest event readable in the gap-free order.  An inline
+-- projection is always at the head (it runs in the appending transaction).
+CREATE VIEW @extschema@.es_projection_status AS
+    SELECT p.name, p.mode,
+           CASE WHEN p.mode = 'inline' THEN h.head ELSE p.position END AS position,
+           h.head,
+           CASE WHEN p.mode = 'inline' THEN 0
+                ELSE GREATEST(h.head - p.position, 0) END AS lag,
+           p.state, p.last_error, p.updated_at
+      FROM @extschema@.es_projections p
+     CROSS JOIN (SELECT @extschema@.es_projection_head() AS head) h;
+
+COMMENT ON VIEW @extschema@.es_projection_status IS
+    'Each projection: mode, checkpoint, head (newest readable position), lag, state and last error';
+
+GRANT SELECT ON @extschema@.es_projection_status TO PUBLIC;
