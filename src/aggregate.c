@@ -190,25 +190,13 @@ LookupAggregate(const EsCatalog *cat, text *stream_id, bool must_exist,
 	Aggregate  *agg;
 	Datum		fp;
 	MemoryContext old;
-	EsUserSwitch sw;
 	int			ret;
 
 	/*
 	 * As the owner: the fingerprint resolves every upcaster, which may live
 	 * in schemas the caller cannot look into.
 	 */
-	EsBecomeOwner(cat, &sw);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(EsPlanGet(&aggregate_plan, cat), &arg, NULL, true, 1);
-	}
-	PG_CATCH();
-	{
-		EsResetInvokingUser(&sw);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	EsRestoreUser(&sw);
+	ret = EsExecuteAsOwner(cat, &aggregate_plan, &arg, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_aggregates failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -306,7 +294,6 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	Oid			event_type;
-	EsUserSwitch sw;
 	Datum		result;
 
 	memset(&fold, 0, sizeof(fold));
@@ -329,18 +316,7 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 		args[1] = Int64GetDatum(target);
 		args[2] = Int32GetDatum(agg->schema_version);
 		args[3] = PointerGetDatum(agg->fingerprint);
-		EsBecomeOwner(cat, &sw);
-		PG_TRY();
-		{
-			ret = SPI_execute_plan(EsPlanGet(&current_snapshot_plan, cat), args, NULL, true, 1);
-		}
-		PG_CATCH();
-		{
-			EsResetInvokingUser(&sw);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		EsRestoreUser(&sw);
+		ret = EsExecuteAsOwner(cat, &current_snapshot_plan, args, NULL, true, 1);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "reading es_snapshots failed: %s", SPI_result_code_string(ret));
 		if (SPI_processed > 0)
@@ -616,7 +592,6 @@ es_snapshot_load(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum		args[2];
 	char		nulls[2] = {' ', ' '};
-	EsUserSwitch sw;
 	int			ret;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -627,18 +602,7 @@ es_snapshot_load(PG_FUNCTION_ARGS)
 		args[1] = PG_GETARG_DATUM(1);
 
 	SPI_connect();
-	EsBecomeOwner(cat, &sw);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(EsPlanGet(&snapshot_load_plan, cat), args, nulls, true, 1);
-	}
-	PG_CATCH();
-	{
-		EsResetInvokingUser(&sw);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	EsRestoreUser(&sw);
+	ret = EsExecuteAsOwner(cat, &snapshot_load_plan, args, nulls, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_snapshots failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed > 0)

@@ -114,6 +114,8 @@ extern void EsBecomeUser(Oid roleid, EsUserSwitch *sw);
 extern void EsRestoreUser(EsUserSwitch *sw);
 extern void EsResetInvokingUser(EsUserSwitch *sw);
 extern Oid	EsInvokingUserId(void);
+extern int	EsExecuteAsOwner(const EsCatalog *catalog, EsPlan *plan, Datum *args,
+							 const char *nulls, bool read_only, long tcount);
 
 /*
  * worker.c: the launcher, and in each database where es is installed a

@@ -96,3 +96,31 @@ EsInvokingUserId(void)
 {
 	return OidIsValid(invoking_user) ? invoking_user : GetUserId();
 }
+
+/*
+ * EsExecuteAsOwner
+ *		Runs one kept statement as the tables' owner (es's own reads and
+ *		writes of its tables) and returns SPI_execute_plan's result.  Must be
+ *		called while connected to SPI.
+ */
+int
+EsExecuteAsOwner(const EsCatalog *cat, EsPlan *plan, Datum *args, const char *nulls,
+				 bool read_only, long tcount)
+{
+	EsUserSwitch sw;
+	int			ret;
+
+	EsBecomeOwner(cat, &sw);
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(EsPlanGet(plan, cat), args, nulls, read_only, tcount);
+	}
+	PG_CATCH();
+	{
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
+	return ret;
+}

@@ -686,7 +686,6 @@ static bool
 LockProjection(const EsCatalog *cat, const char *name, bool skip_locked, Projection *p)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
-	EsUserSwitch sw;
 	Datum		args[1];
 	int			ret;
 	HeapTuple	tuple;
@@ -696,20 +695,8 @@ LockProjection(const EsCatalog *cat, const char *name, bool skip_locked, Project
 	MemoryContext old;
 
 	args[0] = CStringGetTextDatum(name);
-	EsBecomeOwner(cat, &sw);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(EsPlanGet(skip_locked ? &try_lock_projection_plan
-										 : &lock_projection_plan, cat),
-							   args, NULL, false, 1);
-	}
-	PG_CATCH();
-	{
-		EsResetInvokingUser(&sw);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	EsRestoreUser(&sw);
+	ret = EsExecuteAsOwner(cat, skip_locked ? &try_lock_projection_plan : &lock_projection_plan,
+						   args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_projections failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -757,7 +744,6 @@ static void
 WriteCheckpoint(const EsCatalog *cat, const char *name, int64 position,
 				const char *state, const char *error, int64 failing_position)
 {
-	EsUserSwitch sw;
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			ret;
@@ -774,18 +760,7 @@ WriteCheckpoint(const EsCatalog *cat, const char *name, int64 position,
 		nulls[4] = 'n';
 
 	RegisterCallbacks();
-	EsBecomeOwner(cat, &sw);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(EsPlanGet(&checkpoint_plan, cat), args, nulls, false, 0);
-	}
-	PG_CATCH();
-	{
-		EsResetInvokingUser(&sw);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	EsRestoreUser(&sw);
+	ret = EsExecuteAsOwner(cat, &checkpoint_plan, args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "moving the checkpoint failed: %s", SPI_result_code_string(ret));
 	broadcast_at_commit = true;

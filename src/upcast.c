@@ -228,7 +228,6 @@ BuildCache(const EsCatalog *cat)
 	UpcastCache *building;
 	MemoryContext context;
 	int			ret;
-	EsUserSwitch sw;
 
 	if (cache != NULL)
 	{
@@ -251,18 +250,7 @@ BuildCache(const EsCatalog *cat)
 	 * it.  Only names are resolved here; what a reader may run is checked
 	 * per step when it runs (EsUpcastEvent).
 	 */
-	EsBecomeOwner(cat, &sw);
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(EsPlanGet(&load_registry_plan, cat), NULL, NULL, true, 0);
-	}
-	PG_CATCH();
-	{
-		EsResetInvokingUser(&sw);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	EsRestoreUser(&sw);
+	ret = EsExecuteAsOwner(cat, &load_registry_plan, NULL, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading es_upcasters failed: %s", SPI_result_code_string(ret));
 
