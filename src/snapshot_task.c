@@ -25,6 +25,10 @@
  * from 0 (sql/es.sql), so the new logic's snapshots are built for the whole
  * category.
  *
+ * An aggregate with snapshot_every = 0 and no snapshot_after gets no
+ * automatic snapshot at all, not even a refresh: its snapshots are the
+ * application's (es_snapshot_take, es_snapshot_save).
+ *
  * Refresh.  A CREATE OR REPLACE of apply or an upcaster change makes
  * snapshots stale without touching es_aggregates.  The worker notices that
  * an aggregate's logic (schema_version, fingerprint) is not the one it last
@@ -68,9 +72,11 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
@@ -85,6 +91,7 @@
 #define REFRESH_BATCH	100
 #define QUEUE_BATCH		32
 #define MORE_DELAY_MS	10
+#define PAUSED_DELAY_MS 1000
 
 /* An aggregate as this run sees it. */
 typedef struct AggregateRun
@@ -100,6 +107,7 @@ typedef struct AggregateRun
 	int32		failures;
 	bool		waiting;		/* backing off (retry_at in the future) */
 	TimestampTz retry_at;
+	bool		automatic;		/* snapshot_every or snapshot_after set */
 	bool		usable;			/* its logic was found this run */
 	int32		schema_version;
 	text	   *fingerprint;
@@ -402,32 +410,47 @@ WriteAggregateStates(Run *run, const EsCatalog *cat)
 	}
 }
 
-/* Starts a transaction of the run; NULL (and none) when es is gone. */
+/* Set by BeginBatch: a session holds es_snapshot_queue (see BeginBatch). */
+static bool paused = false;
+
+/*
+ * BeginBatch
+ *		Starts a transaction of the run, as the tables' owner, and returns
+ *		the catalog; NULL (and no transaction) when this database has no es
+ *		0.2.0 (dropped, or not yet updated from 0.1.0), or when automatic
+ *		snapshots are paused.
+ *
+ * Pausing: every batch first takes RowExclusiveLock on es_snapshot_queue
+ * without waiting.  A session that holds a stronger lock on it (LOCK TABLE
+ * es_snapshot_queue IN EXCLUSIVE MODE, README) therefore stops the task
+ * from writing anything until it commits, and the worker's other tasks go
+ * on; tests/hostile.sh uses it to see what sessions alone write.
+ */
 static const EsCatalog *
 BeginBatch(EsUserSwitch *sw)
 {
-	const EsCatalog *cat;
-	bool		isnull;
-	Datum		schema;
+	Oid			schema;
+	Oid			queue;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	if (SPI_execute("SELECT e.extnamespace FROM pg_catalog.pg_extension e "
-					"WHERE e.extname OPERATOR(pg_catalog.=) 'es'", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "looking up extension es failed");
-	if (SPI_processed == 0)
+	schema = EsExtensionSchema();
+	queue = OidIsValid(schema) ? get_relname_relid("es_snapshot_queue", schema) : InvalidOid;
+	paused = OidIsValid(queue) && !ConditionalLockRelationOid(queue, RowExclusiveLock);
+	if (!OidIsValid(queue) || paused)
 	{
-		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		return NULL;
 	}
-	schema = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	cat = EsCatalogForSchema(DatumGetObjectId(schema));
-	EsBecomeOwner(cat, sw);
-	return cat;
+	SPI_connect();
+	{
+		const EsCatalog *cat = EsCatalogForSchema(schema);
+
+		EsBecomeOwner(cat, sw);
+		return cat;
+	}
 }
 
 static void
@@ -514,6 +537,7 @@ LoadAggregates(Run *run)
 		agg->waiting = !isnull && DatumGetBool(d);
 		d = SPI_getbinval(tuple, desc, 9, &isnull);
 		agg->retry_at = isnull ? 0 : DatumGetTimestampTz(d);
+		agg->automatic = agg->every > 0 || agg->has_after;
 	}
 	MemoryContextSwitchTo(old);
 
@@ -524,6 +548,8 @@ LoadAggregates(Run *run)
 		char		what[200];
 		char	   *error;
 
+		if (!agg->automatic)
+			continue;			/* its snapshots are the application's */
 		if (agg->waiting)
 		{
 			NoteDue(run, agg->retry_at);
@@ -711,8 +737,8 @@ QueueBatch(Run *run)
 		AggregateRun *agg = FindAggregate(run, VARDATA_ANY(category), VARSIZE_ANY_EXHDR(category));
 		Datum		args[2] = {PointerGetDatum(stream_id), (Datum) 0};
 
-		if (agg == NULL)
-			Exec(&dequeue_plan, cat, args, NULL, SPI_OK_DELETE);	/* unregistered */
+		if (agg == NULL || !agg->automatic)
+			Exec(&dequeue_plan, cat, args, NULL, SPI_OK_DELETE);	/* unregistered, or off */
 		else if (agg->waiting || !agg->usable)
 		{
 			/* the aggregate backs off as a whole: so does the stream */
@@ -851,12 +877,13 @@ EsSnapshotTask(void)
 	TimestampTz now;
 
 	memset(&run, 0, sizeof(run));
+	paused = false;
 	run.cxt = AllocSetContextCreate(CurrentMemoryContext, "es snapshot task",
 									ALLOCSET_DEFAULT_SIZES);
 	if (!LoadAggregates(&run) || run.naggs == 0)
 	{
 		MemoryContextDelete(run.cxt);
-		return -1;
+		return paused ? PAUSED_DELAY_MS : -1;
 	}
 	for (int i = 0; i < run.naggs; i++)
 	{
@@ -876,6 +903,8 @@ EsSnapshotTask(void)
 	}
 	MemoryContextDelete(run.cxt);
 
+	if (paused)
+		return PAUSED_DELAY_MS;
 	if (run.more)
 		return MORE_DELAY_MS;
 	/* a logic change that fires no trigger (CREATE OR REPLACE) is seen within naptime */
