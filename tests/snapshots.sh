@@ -190,6 +190,27 @@ grep -q 'automatic snapshot of stream "evil-1" failed: permission denied for tab
 [ "$(q -c "SELECT count(*) FROM public.secret")" = 0 ] || fail "evil: public.secret was written: $(q -c "SELECT * FROM public.secret")"
 echo "no privilege through the worker: evil-1's apply got 'permission denied for table secret', nothing written"
 
+# Paused: while a session holds es_snapshot_queue, the task writes nothing.
+pause_fifo=$(mktemp -u)
+mkfifo "$pause_fifo"
+psql -X -q -d es_snap <"$pause_fifo" >/dev/null &
+pause_pid=$!
+exec 9>"$pause_fifo"
+echo "BEGIN; LOCK TABLE es_snapshot_queue IN EXCLUSIVE MODE; SELECT 1;" >&9
+until_true 5 "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+	WHERE c.relname = 'es_snapshot_queue' AND l.mode = 'ExclusiveLock' AND l.granted" ||
+	fail "pause: the lock was not taken"
+append cnt-4 15
+sleep 2.5
+[ -z "$(newest cnt-4)" ] || fail "pause: a snapshot of cnt-4 was taken while es_snapshot_queue was locked"
+echo "COMMIT;" >&9
+exec 9>&-
+wait $pause_pid || true
+rm -f "$pause_fifo"
+until_true 10 "SELECT count(*) > 0 FROM es_snapshots WHERE stream_id = 'cnt-4'" ||
+	fail "pause: no snapshot of cnt-4 after the lock was released"
+echo "paused: no snapshot while a session held es_snapshot_queue; one within seconds after"
+
 # Never a superuser, in any of the above.
 [ "$(q -c "SELECT count(*) FROM app.apply_log WHERE is_super OR who <> 'es_snap_owner'")" = 0 ] ||
 	fail "apply ran as another role or a superuser: $(q -c "SELECT DISTINCT who FROM app.apply_log")"
