@@ -15,7 +15,8 @@ OBJS = \
 	src/launcher.o \
 	src/worker.o \
 	src/aggregate.o \
-	src/projection.o
+	src/projection.o \
+	src/snapshot_task.o
 
 # The install script for the current version is generated from one source
 # (sql/es.sql), and removed by make clean.  Every other sql/es--*.sql is

@@ -70,8 +70,9 @@ SELECT es_register_upcaster('UcRecorded', 1, 'uc.record_up(jsonb)');
 SELECT es_register_upcaster('UcDefiner', 1, 'uc.definer_up(jsonb)');
 SELECT es_register_upcaster('UcEvil', 1, 'uc.evil_up(jsonb)');
 SELECT es_register_upcaster('UcPrivate', 1, 'uc_private.private_up(jsonb)');
-SELECT es_register_aggregate('ucapply', 'uc.record_apply(jsonb, es_event)');
-SELECT es_register_aggregate('ucbad', 'uc.evil_apply(jsonb, es_event)');
+-- (0: no automatic snapshots; the worker's runs are tested in tests/snapshots.sh)
+SELECT es_register_aggregate('ucapply', 'uc.record_apply(jsonb, es_event)', '{}', 0);
+SELECT es_register_aggregate('ucbad', 'uc.evil_apply(jsonb, es_event)', '{}', 0);
 
 -- Upcasters see the reader, on every read path; the SECURITY DEFINER one
 -- sees its definer.

@@ -10,6 +10,8 @@ LANGUAGE sql IMMUTABLE AS $$
 
 SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)');
 SELECT category, apply, initial_state, snapshot_every, schema_version, snapshot_after, owner = current_user AS owner_ok FROM es_aggregates;
+-- automatic snapshots off (the worker would take its own): this test takes and saves them
+SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)', '{}', 0);
 
 SELECT es_append('account-1', 0, 'AccountOpened', '{"owner": "Alice"}');
 SELECT es_append('account-1', 1, 'MoneyDeposited', '{"amount": 100}');
@@ -53,7 +55,7 @@ SELECT * FROM es_load('account-1');
 SELECT es_unregister_upcaster('MoneyDeposited', 1);
 -- a higher schema version makes it stale
 SELECT es_snapshot_save('account-1', 4, '{"balance": 999, "forged": true}');
-SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)', '{}', 100, 2);
+SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)', '{}', 0, 2);
 SELECT * FROM es_load('account-1');
 -- a snapshot at the old schema version is not used, one at the new one is
 SELECT es_snapshot_save('account-1', 2, '{"balance": 1000}', 1);
@@ -106,7 +108,7 @@ SELECT s, es_test.sqlstate_of(s) FROM (VALUES
   ($$SELECT es_snapshot_take('nope-1')$$)
 ) v(s);
 -- the same registration again is accepted (settings may change)
-SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)', '{}', 10, 2);
+SELECT es_register_aggregate('account', 'bank_apply(jsonb, es_event)', '{}', 0, 2);
 SELECT snapshot_every, schema_version FROM es_aggregates;
 
 -- Retention: snapshots do not pile up
@@ -122,7 +124,7 @@ CREATE TABLE apply_log (who text);
 GRANT INSERT ON apply_log TO agg_reader;
 CREATE FUNCTION logging_apply(state jsonb, e es_event) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO apply_log VALUES (current_user); RETURN state; END $$;
-SELECT es_register_aggregate('logged', 'logging_apply(jsonb, es_event)');
+SELECT es_register_aggregate('logged', 'logging_apply(jsonb, es_event)', '{}', 0);
 SELECT es_append('logged-1', 0, 'X', '{}');
 SET ROLE agg_reader;
 SELECT * FROM es_load('logged-1');

@@ -509,6 +509,31 @@ COMMENT ON TABLE @extschema@.es_snapshots IS
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_aggregates', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_snapshots', '');
 
+-- The automatic snapshots' queue (src/snapshot_task.c): streams the worker
+-- must come back to at due_at, because a time-based snapshot (snapshot_after)
+-- falls due then, or because taking one failed (failures, last_error: the
+-- backoff).  The worker finds new work by following each category in global
+-- order from es_aggregates.position; this table holds only what it passed
+-- and must not forget.  Dumped: after a restore the streams, positions and
+-- snapshots it refers to are the same, so every row still means what it
+-- said.  Written by the worker as the tables' owner; not PUBLIC's to read
+-- (last_error may quote event data).
+CREATE TABLE @extschema@.es_snapshot_queue (
+    stream_id  text        NOT NULL,
+    category   text        NOT NULL,
+    due_at     timestamptz NOT NULL,
+    failures   integer     NOT NULL DEFAULT 0,
+    last_error text,
+    CONSTRAINT es_snapshot_queue_pkey PRIMARY KEY (stream_id)
+);
+
+CREATE INDEX es_snapshot_queue_due_idx ON @extschema@.es_snapshot_queue (due_at);
+
+COMMENT ON TABLE @extschema@.es_snapshot_queue IS
+    'Streams the es worker must snapshot at due_at (time-based snapshots, retries after a failure)';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_snapshot_queue', '');
+
 CREATE TRIGGER es_aggregates_wake_worker
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_aggregates
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();

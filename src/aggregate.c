@@ -148,6 +148,9 @@ static EsPlan snapshot_load_plan = {
 	2, {TEXTOID, INT4OID}
 };
 
+static Aggregate *LookupCategory(const EsCatalog *cat, text *category, text *stream_id,
+								 bool must_exist, MemoryContext cxt);
+
 static text *
 CategoryOf(text *stream_id)
 {
@@ -183,6 +186,19 @@ LookupAggregate(const EsCatalog *cat, text *stream_id, bool must_exist,
 				MemoryContext cxt)
 {
 	text	   *category = CategoryOf(stream_id);
+
+	return LookupCategory(cat, category, stream_id, must_exist, cxt);
+}
+
+/*
+ * LookupCategory
+ *		LookupAggregate by category; stream_id (may be NULL) only names the
+ *		stream in the error.
+ */
+static Aggregate *
+LookupCategory(const EsCatalog *cat, text *category, text *stream_id,
+			   bool must_exist, MemoryContext cxt)
+{
 	Datum		arg = PointerGetDatum(category);
 	HeapTuple	tuple;
 	TupleDesc	desc;
@@ -206,8 +222,9 @@ LookupAggregate(const EsCatalog *cat, text *stream_id, bool must_exist,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("no aggregate of category \"%s\" is registered",
 							text_to_cstring(category)),
-					 errdetail("Stream \"%s\" belongs to category \"%s\".",
-							   text_to_cstring(stream_id), text_to_cstring(category)),
+					 stream_id ? errdetail("Stream \"%s\" belongs to category \"%s\".",
+										   text_to_cstring(stream_id),
+										   text_to_cstring(category)) : 0,
 					 errhint("Register one with es_register_aggregate.")));
 		return NULL;
 	}
@@ -615,4 +632,61 @@ es_snapshot_load(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+/*
+ * EsAggregateLogic
+ *		For the worker's snapshot task: whether category has an aggregate,
+ *		and if so the schema_version and fingerprint a current snapshot of
+ *		it has now, in the caller's memory context (42883 when apply no
+ *		longer exists).  Must be called while connected to SPI.
+ */
+bool
+EsAggregateLogic(const EsCatalog *cat, text *category, int32 *schema_version,
+				 text **fingerprint)
+{
+	Aggregate  *agg;
+
+	agg = LookupCategory(cat, category, NULL, false, CurrentMemoryContext);
+	if (agg == NULL)
+		return false;
+	*schema_version = agg->schema_version;
+	*fingerprint = agg->fingerprint;
+	return true;
+}
+
+/*
+ * EsSnapshotTakeAs
+ *		es_snapshot_take for the worker: folds the stream with apply running
+ *		as roleid (the role that registered the aggregate), saves the state
+ *		as a current snapshot as the tables' owner, and returns its version
+ *		(0, and nothing saved, for a stream without events).
+ */
+int64
+EsSnapshotTakeAs(const EsCatalog *cat, text *stream_id, Oid roleid)
+{
+	Aggregate  *agg;
+	int64		version;
+	Datum		state;
+	EsUserSwitch sw;
+
+	EsBecomeUser(roleid, &sw);
+	PG_TRY();
+	{
+		state = LoadState(cat, stream_id, PG_INT64_MAX, &agg, &version);
+	}
+	PG_CATCH();
+	{
+		/* the (sub)transaction's abort restores the user itself */
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
+	if (version == 0)
+		return 0;
+	SPI_connect();
+	SaveSnapshot(cat, stream_id, version, state, agg->schema_version, agg);
+	SPI_finish();
+	return version;
 }

@@ -143,6 +143,14 @@ extern void EsWorkerWake(void);
 extern bool EsWorkerCommitted(void);
 extern bool EsWorkerNotifies(void);
 
+/* aggregate.c, for the worker's automatic snapshots (snapshot_task.c) */
+extern bool EsAggregateLogic(const EsCatalog *catalog, text *category,
+							 int32 *schema_version, text **fingerprint);
+extern int64 EsSnapshotTakeAs(const EsCatalog *catalog, text *stream_id, Oid roleid);
+
+/* snapshot_task.c: the worker task that takes automatic snapshots */
+extern long EsSnapshotTask(void);
+
 /* append.c */
 extern bool EsAppendInProgress(void);
 

@@ -85,6 +85,7 @@ typedef struct EsTask
 static EsTask tasks[] = {
 	{"notify", ES_WAKE_COMMIT, NotifyTask},
 	{"projections", ES_WAKE_COMMIT | ES_WAKE_REGISTRY, EsProjectionTask},
+	{"snapshots", ES_WAKE_COMMIT | ES_WAKE_REGISTRY, EsSnapshotTask},
 };
 
 #define MIN_BACKOFF_MS	1000

@@ -72,6 +72,7 @@ run_part "follower test: gap-free global order (sleep and es_wait followers)" ba
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
 run_part "async projections fed by the worker (roles, failures, kill -9, rebuild, dump)" bash tests/projections.sh
+run_part "automatic snapshots taken by the worker (count, time, refresh, failures, roles)" bash tests/snapshots.sh
 run_part "crash safety: kill -9 of the postmaster under load, three times" bash tests/crash.sh --kills 3
 run_part "hostile input (generated calls to every es function)" bash tests/hostile.sh
 run_part "es from application code (Python psycopg, Node.js pg examples)" bash tests/examples.sh
