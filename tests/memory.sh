@@ -86,11 +86,16 @@ fi
 check "es_read of $EVENTS events" "$base" "$peak"
 
 # es_load folds the stream without a snapshot: only the current state is kept.
+# (snapshot_every 0: the worker takes no snapshot that the load could start from)
 psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -d $DB <<'SQL'
 CREATE FUNCTION mem_apply(state jsonb, e es_event) RETURNS jsonb LANGUAGE sql IMMUTABLE
 AS $$ SELECT jsonb_build_object('sum', (state->>'sum')::bigint + (e.data->>'n')::bigint) $$;
-SELECT es_register_aggregate('mem', 'mem_apply(jsonb, es_event)', '{"sum": 0}');
+SELECT es_register_aggregate('mem', 'mem_apply(jsonb, es_event)', '{"sum": 0}', 0);
 SQL
+if [ "$(psql -X -At -d $DB -c "SELECT count(*) FROM es_snapshots")" != 0 ]; then
+	echo "FAIL: es_snapshots is not empty: es_load would not fold every event"
+	failed=1
+fi
 read -r base peak < <(measure es_mem_load "SELECT version, state->>'sum' FROM es_load('mem-1')")
 result=$(tail -1 /tmp/es_mem_load.$$.out)
 if [ "$result" != "$EVENTS|$expected_sum" ]; then
