@@ -143,3 +143,56 @@ SELECT count(*) FROM es_aggregates WHERE category = 'logged';
 DROP TABLE apply_log;
 REVOKE SELECT ON es_events FROM agg_reader;
 DROP ROLE agg_reader;
+
+-- The session keeps registrations and planned apply calls (a SQL apply is
+-- inlined): none of that may outlive what it was made from.
+CREATE SCHEMA agg_s1;
+CREATE SCHEMA agg_s2;
+CREATE FUNCTION agg_s1.agg_step() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+CREATE FUNCTION agg_s2.agg_step() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 10';
+SET check_function_bodies = off;
+CREATE FUNCTION step_apply(state jsonb, e es_event) RETURNS jsonb LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object('n', (state->>'n')::int + agg_step()) $$;
+RESET check_function_bodies;
+SELECT es_register_aggregate('stepped', 'step_apply(jsonb, es_event)', '{"n": 0}', 0);
+SELECT es_append('stepped-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Step', 'data', '{}'::jsonb))
+                                  FROM generate_series(1, 3)));
+-- the body's names resolve with the caller's search_path, load after load
+SET search_path = agg_s1, public;
+SELECT state FROM es_load('stepped-1');
+SET search_path = agg_s2, public;
+SELECT state FROM es_load('stepped-1');
+RESET search_path;
+SELECT es_test.sqlstate_of($$SELECT * FROM es_load('stepped-1')$$);
+-- a helper replaced: the next load uses it
+SET search_path = agg_s1, public;
+CREATE OR REPLACE FUNCTION agg_s1.agg_step() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 2';
+SELECT state FROM es_load('stepped-1');
+-- loaded (and planned) by the owner, then by a role that may not execute apply
+CREATE ROLE agg_noexec;
+GRANT SELECT ON es_events TO agg_noexec;
+GRANT USAGE ON SCHEMA agg_s1 TO agg_noexec;
+REVOKE EXECUTE ON FUNCTION step_apply(jsonb, es_event) FROM PUBLIC;
+SELECT state FROM es_load('stepped-1');
+SET ROLE agg_noexec;
+SELECT es_test.sqlstate_of($$SELECT * FROM es_load('stepped-1')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION step_apply(jsonb, es_event) TO agg_noexec;
+SET ROLE agg_noexec;
+SELECT state FROM es_load('stepped-1');
+RESET ROLE;
+-- re-registered and unregistered within one transaction, and rolled back
+BEGIN;
+SELECT es_register_aggregate('stepped', 'step_apply(jsonb, es_event)', '{"n": 100}', 0, 2);
+SELECT state FROM es_load('stepped-1');
+SELECT es_unregister_aggregate('stepped');
+SELECT es_test.sqlstate_of($$SELECT * FROM es_load('stepped-1')$$);
+ROLLBACK;
+SELECT state FROM es_load('stepped-1');
+RESET search_path;
+SELECT es_unregister_aggregate('stepped');
+DROP FUNCTION step_apply(jsonb, es_event);
+DROP SCHEMA agg_s1 CASCADE;
+DROP SCHEMA agg_s2 CASCADE;
+REVOKE SELECT ON es_events FROM agg_noexec;
+DROP ROLE agg_noexec;

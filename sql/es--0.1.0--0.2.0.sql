@@ -182,6 +182,9 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.es_snapshot_queue', '');
 CREATE TRIGGER es_aggregates_wake_worker
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.es_aggregates
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_registry_changed();
+-- ALWAYS: the trigger also invalidates every session's cache of the
+-- registry, which must happen for rows a logical replication apply writes.
+ALTER TABLE @extschema@.es_aggregates ENABLE ALWAYS TRIGGER es_aggregates_wake_worker;
 
 -- Every es_load reads the registry (as its caller); es reads and writes
 -- snapshots as the tables' owner.

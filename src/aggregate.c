@@ -41,12 +41,17 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -191,6 +196,69 @@ LookupAggregate(const EsCatalog *cat, text *stream_id, bool must_exist,
 }
 
 /*
+ * The session's cache of registrations, by category: reading the registry
+ * and computing the fingerprint is most of what loading a short stream
+ * costs.  Dropped whenever what the fingerprint covers may have changed:
+ * es_aggregates or es_upcasters changed (their statement triggers send a
+ * relcache invalidation, catalog.c's callback calls EsAggregateInvalidate),
+ * or any function was created, replaced, altered or dropped (pg_proc).  A
+ * transaction processes the invalidations committed before it starts (and
+ * whenever it takes a new lock), so the next load of every session, on a
+ * standby too, sees a change; an aborted transaction's own changes are
+ * flushed at its abort.
+ */
+typedef struct CachedAggregate
+{
+	text	   *category;
+	Aggregate  *agg;			/* NULL: none registered */
+} CachedAggregate;
+
+#define AGGREGATE_CACHE_MAX 256
+
+static MemoryContext aggregate_cache_cxt = NULL;
+static List *aggregate_cache = NIL;
+static List *planned_applies = NIL;	/* PlannedApply, below */
+static uint64 aggregate_cache_generation = 0;
+
+static void
+InvalidateAggregatesForFunctions(Datum arg, int cacheid, uint32 hashvalue)
+{
+	EsAggregateInvalidate();
+}
+
+/*
+ * EsAggregateInvalidate
+ *		Forget every cached registration.
+ */
+void
+EsAggregateInvalidate(void)
+{
+	aggregate_cache_generation++;
+	aggregate_cache = NIL;
+	planned_applies = NIL;
+	if (aggregate_cache_cxt != NULL)
+		MemoryContextReset(aggregate_cache_cxt);
+}
+
+static Aggregate *
+CopyAggregate(const Aggregate *from, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Aggregate  *agg = palloc(sizeof(Aggregate));
+
+	agg->apply_oid = from->apply_oid;
+	agg->apply_signature = pstrdup(from->apply_signature);
+	agg->initial_state = PointerGetDatum(PG_DETOAST_DATUM_COPY(from->initial_state));
+	agg->schema_version = from->schema_version;
+	agg->fingerprint = from->fingerprint ? DatumGetTextPCopy(PointerGetDatum(from->fingerprint)) : NULL;
+	MemoryContextSwitchTo(old);
+	return agg;
+}
+
+static Aggregate *FetchCategory(const EsCatalog *cat, text *category, text *stream_id,
+								bool must_exist, MemoryContext cxt);
+
+/*
  * LookupCategory
  *		LookupAggregate by category; stream_id (may be NULL) only names the
  *		stream in the error.
@@ -198,6 +266,63 @@ LookupAggregate(const EsCatalog *cat, text *stream_id, bool must_exist,
 static Aggregate *
 LookupCategory(const EsCatalog *cat, text *category, text *stream_id,
 			   bool must_exist, MemoryContext cxt)
+{
+	ListCell   *lc;
+	uint64		generation;
+	Aggregate  *agg;
+
+	if (aggregate_cache_cxt == NULL)
+	{
+		aggregate_cache_cxt = AllocSetContextCreate(CacheMemoryContext,
+													"es aggregate cache",
+													ALLOCSET_SMALL_SIZES);
+		CacheRegisterSyscacheCallback(PROCOID, InvalidateAggregatesForFunctions,
+									  (Datum) 0);
+	}
+
+	foreach(lc, aggregate_cache)
+	{
+		CachedAggregate *entry = lfirst(lc);
+
+		if (VARSIZE_ANY_EXHDR(entry->category) != VARSIZE_ANY_EXHDR(category) ||
+			memcmp(VARDATA_ANY(entry->category), VARDATA_ANY(category),
+				   VARSIZE_ANY_EXHDR(category)) != 0)
+			continue;
+		if (entry->agg != NULL)
+			return CopyAggregate(entry->agg, cxt);
+		if (must_exist)
+			break;				/* FetchCategory says so in its words */
+		return NULL;
+	}
+
+	/* An invalidation during the fetch makes its result unfit to keep. */
+	generation = aggregate_cache_generation;
+	agg = FetchCategory(cat, category, stream_id, must_exist, cxt);
+	if (generation == aggregate_cache_generation)
+	{
+		MemoryContext old;
+		CachedAggregate *entry;
+
+		if (list_length(aggregate_cache) >= AGGREGATE_CACHE_MAX)
+			EsAggregateInvalidate();
+		old = MemoryContextSwitchTo(aggregate_cache_cxt);
+		entry = palloc(sizeof(CachedAggregate));
+		entry->category = DatumGetTextPCopy(PointerGetDatum(category));
+		entry->agg = agg ? CopyAggregate(agg, aggregate_cache_cxt) : NULL;
+		aggregate_cache = lappend(aggregate_cache, entry);
+		MemoryContextSwitchTo(old);
+	}
+	return agg;
+}
+
+/*
+ * FetchCategory
+ *		Read a category's registration, and the fingerprint of its logic,
+ *		from the registry.
+ */
+static Aggregate *
+FetchCategory(const EsCatalog *cat, text *category, text *stream_id,
+			  bool must_exist, MemoryContext cxt)
 {
 	Datum		arg = PointerGetDatum(category);
 	HeapTuple	tuple;
@@ -253,32 +378,150 @@ LookupCategory(const EsCatalog *cat, text *category, text *stream_id,
 /* A fold in progress. */
 typedef struct Fold
 {
-	FmgrInfo	flinfo;
 	Oid			apply_oid;
+	Oid			event_type;
 	TupleDesc	event_desc;
+	MemoryContext fold_cxt;		/* the compiled call, for the whole fold */
 	MemoryContext state_cxt;	/* holds state, and nothing else for long */
+	ExprState  *apply;			/* apply($1, $2), planned; NULL until needed */
+	ExprContext *econtext;		/* holds the two parameters */
 	Datum		state;
 	int64		version;
 } Fold;
+
+/*
+ * Planned calls of apply functions, kept with the registrations (and
+ * dropped with them): inlining a SQL function parses and analyses its body,
+ * which costs more than folding a short stream.  Keyed by the function, the
+ * role (inlining depends on its EXECUTE privilege) and the search_path (the
+ * body's names are resolved with it).
+ */
+typedef struct PlannedApply
+{
+	Oid			apply_oid;
+	Oid			event_type;
+	Oid			userid;
+	OverrideSearchPath *search_path;
+	Expr	   *call;
+} PlannedApply;
+
+/* A copy of the kept planned call, in the current context; or NULL. */
+static Expr *
+CachedPlannedApply(Oid apply_oid, Oid event_type)
+{
+	ListCell   *lc;
+
+	foreach(lc, planned_applies)
+	{
+		PlannedApply *p = lfirst(lc);
+
+		if (p->apply_oid == apply_oid && p->event_type == event_type &&
+			p->userid == GetUserId() &&
+			OverrideSearchPathMatchesCurrent(p->search_path))
+			return copyObject(p->call);
+	}
+	return NULL;
+}
+
+static void
+KeepPlannedApply(Oid apply_oid, Oid event_type, Expr *call)
+{
+	MemoryContext old;
+	PlannedApply *p;
+
+	if (aggregate_cache_cxt == NULL)
+		return;
+	if (list_length(planned_applies) >= AGGREGATE_CACHE_MAX)
+		EsAggregateInvalidate();
+	old = MemoryContextSwitchTo(aggregate_cache_cxt);
+	p = palloc(sizeof(PlannedApply));
+	p->apply_oid = apply_oid;
+	p->event_type = event_type;
+	p->userid = GetUserId();
+	p->search_path = GetOverrideSearchPath(aggregate_cache_cxt);
+	p->call = copyObject(call);
+	planned_applies = lappend(planned_applies, p);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * PrepareApply
+ *		Compile the call apply($1, $2) as the planner would plan it in a
+ *		query.  A SQL apply function with a single-expression body is then
+ *		inlined, as in a PL/pgSQL loop, instead of running its query
+ *		through fmgr for every event (several times slower); other
+ *		functions are called as before.  The planner also checks EXECUTE
+ *		before it inlines, and the executor before it calls.  Done at the
+ *		first event, so that a load with nothing to fold never plans.
+ */
+static void
+PrepareApply(Fold *fold)
+{
+	MemoryContext old = MemoryContextSwitchTo(fold->fold_cxt);
+	Param	   *state_param = makeNode(Param);
+	Param	   *event_param = makeNode(Param);
+	Expr	   *call;
+	ParamListInfo params;
+
+	state_param->paramkind = PARAM_EXTERN;
+	state_param->paramid = 1;
+	state_param->paramtype = JSONBOID;
+	state_param->paramtypmod = -1;
+	state_param->paramcollid = InvalidOid;
+	state_param->location = -1;
+	*event_param = *state_param;
+	event_param->paramid = 2;
+	event_param->paramtype = fold->event_type;
+
+	call = CachedPlannedApply(fold->apply_oid, fold->event_type);
+	if (call == NULL)
+	{
+		uint64		generation = aggregate_cache_generation;
+
+		call = (Expr *) makeFuncExpr(fold->apply_oid, JSONBOID,
+									 list_make2(state_param, event_param),
+									 InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+		call = expression_planner(call);
+		if (generation == aggregate_cache_generation)
+			KeepPlannedApply(fold->apply_oid, fold->event_type, call);
+	}
+
+	params = makeParamList(2);
+	params->numParams = 2;
+	params->params[0].ptype = JSONBOID;
+	params->params[0].pflags = 0;
+	params->params[1].ptype = fold->event_type;
+	params->params[1].pflags = 0;
+
+	fold->econtext = CreateStandaloneExprContext();
+	fold->econtext->ecxt_param_list_info = params;
+	fold->apply = ExecInitExprWithParams(call, params);
+	MemoryContextSwitchTo(old);
+}
 
 static void
 FoldEvent(Datum *values, bool *nulls, void *arg)
 {
 	Fold	   *fold = (Fold *) arg;
-	LOCAL_FCINFO(fcinfo, 2);
+	ParamListInfo params;
 	HeapTuple	event;
 	Datum		result;
+	bool		isnull;
 	Datum		old_state = fold->state;
 	MemoryContext old;
 
+	if (fold->apply == NULL)
+		PrepareApply(fold);
+	params = fold->econtext->ecxt_param_list_info;
+
 	event = heap_form_tuple(fold->event_desc, values, nulls);
-	InitFunctionCallInfoData(*fcinfo, &fold->flinfo, 2, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = fold->state;
-	fcinfo->args[0].isnull = false;
-	fcinfo->args[1].value = HeapTupleGetDatum(event);
-	fcinfo->args[1].isnull = false;
-	result = FunctionCallInvoke(fcinfo);
-	if (fcinfo->isnull)
+	params->params[0].value = fold->state;
+	params->params[0].isnull = false;
+	params->params[1].value = HeapTupleGetDatum(event);
+	params->params[1].isnull = false;
+	/* in the per-event context, which is reset after this call */
+	result = ExecEvalExpr(fold->apply, fold->econtext, &isnull);
+	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("apply function %s returned NULL", format_procedure(fold->apply_oid)),
@@ -310,11 +553,11 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 	Fold		fold;
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	Oid			event_type;
 	Datum		result;
 
 	memset(&fold, 0, sizeof(fold));
 	fold.state_cxt = AllocSetContextCreate(caller_cxt, "es fold state", ALLOCSET_DEFAULT_SIZES);
+	fold.fold_cxt = AllocSetContextCreate(caller_cxt, "es fold", ALLOCSET_DEFAULT_SIZES);
 
 	SPI_connect();
 	agg = LookupAggregate(cat, stream_id, true, caller_cxt);
@@ -351,15 +594,14 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 		SPI_freetuptable(SPI_tuptable);
 	}
 
-	event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-								 CStringGetDatum("es_event"),
-								 ObjectIdGetDatum(cat->schema_oid));
-	fold.event_desc = lookup_rowtype_tupdesc_copy(event_type, -1);
+	fold.event_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+									  CStringGetDatum("es_event"),
+									  ObjectIdGetDatum(cat->schema_oid));
+	fold.event_desc = lookup_rowtype_tupdesc_copy(fold.event_type, -1);
 	BlessTupleDesc(fold.event_desc);
-	/* Called through fmgr, so check what the executor would have. */
+	/* Say it in our words, whether or not apply is inlined later. */
 	if (object_aclcheck_compat(agg->apply_oid, GetUserId()) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(agg->apply_oid));
-	fmgr_info_cxt(agg->apply_oid, &fold.flinfo, caller_cxt);
 
 	args[0] = PointerGetDatum(stream_id);
 	args[1] = Int64GetDatum(fold.version);
@@ -369,6 +611,9 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 	SPI_finish();
 
 	result = PointerGetDatum(PG_DETOAST_DATUM_COPY(fold.state));
+	if (fold.econtext != NULL)
+		FreeExprContext(fold.econtext, true);
+	MemoryContextDelete(fold.fold_cxt);
 	MemoryContextDelete(fold.state_cxt);
 	*version = fold.version;
 	if (agg_out)

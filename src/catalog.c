@@ -36,14 +36,18 @@ static bool callbacks_registered = false;
 
 /*
  * A relcache invalidation: forget the catalog when it names one of our
- * relations, and the upcaster cache when it names es_upcasters (whose
- * statement trigger sends one on every change).  InvalidOid means "all".
+ * relations, the upcaster cache when it names es_upcasters (whose
+ * statement trigger sends one on every change), and the aggregate cache
+ * when it names es_upcasters or es_aggregates.  InvalidOid means "all".
  */
 static void
 InvalidateCatalogForRelation(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == catalog.upcasters_relid)
 		EsUpcastInvalidate();
+	if (relid == InvalidOid || relid == catalog.upcasters_relid ||
+		(relid == catalog.aggregates_relid && OidIsValid(relid)))
+		EsAggregateInvalidate();
 	if (!catalog_valid)
 		return;
 	if (relid == InvalidOid ||
@@ -138,6 +142,7 @@ EsCatalogForSchema(Oid schema_oid)
 	catalog.position_seqid = LookupRelation("es_events_global_position_seq",
 											schema_oid);
 	catalog.upcasters_relid = LookupRelation("es_upcasters", schema_oid);
+	catalog.aggregates_relid = get_relname_relid("es_aggregates", schema_oid);
 	/*
 	 * 0.2.0's SQL objects keep every other role from writing es_events with
 	 * row-level security.  Without it, this is a database whose es is still
@@ -151,6 +156,7 @@ EsCatalogForSchema(Oid schema_oid)
 	catalog.legacy_privileges = !catalog.legacy_privileges;
 	catalog.generation++;
 	EsUpcastInvalidate();
+	EsAggregateInvalidate();
 
 	/*
 	 * An invalidation that arrived during the lookups above was about the

@@ -45,6 +45,7 @@ typedef struct EsCatalog
 	Oid			streams_relid;
 	Oid			position_seqid; /* es_events_global_position_seq */
 	Oid			upcasters_relid;
+	Oid			aggregates_relid;	/* InvalidOid with 0.1.0's SQL objects */
 	Oid			owner_oid;		/* owner of es_events: es writes as this role */
 	bool		legacy_privileges;	/* es_events without row-level security:
 									 * the SQL objects of 0.1.0, before ALTER
@@ -84,6 +85,7 @@ extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 
 /* upcast.c */
 extern void EsUpcastInvalidate(void);
+extern void EsAggregateInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
 extern void EsUpcastEnd(void);
 extern bool EsUpcastWanted(TupleTableSlot *slot);

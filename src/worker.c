@@ -52,6 +52,7 @@
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -124,8 +125,9 @@ EsWorkerReport(const char *task, const char *what)
  * es_registry_changed() RETURNS trigger
  *		Statement trigger on the registries whose changes wake tasks
  *		(ES_WAKE_REGISTRY): the worker is woken when this transaction
- *		commits.  The worker's own bookkeeping in those tables (positions,
- *		failures) does not wake it again.
+ *		commits, and the sessions' caches of the registry are invalidated.
+ *		The worker's own bookkeeping in those tables (positions, failures)
+ *		does neither.
  */
 Datum
 es_registry_changed(PG_FUNCTION_ARGS)
@@ -135,7 +137,11 @@ es_registry_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("es_registry_changed() must be called as a trigger")));
 	if (my_slot == NULL)
+	{
+		/* sessions' caches of the registry (aggregate.c) */
+		CacheInvalidateRelcacheByRelid(RelationGetRelid(((TriggerData *) fcinfo->context)->tg_relation));
 		EsWorkerWake();
+	}
 	return PointerGetDatum(NULL);	/* ignored for AFTER triggers */
 }
 
