@@ -32,7 +32,7 @@ GRANT app_reader TO app_writer;
 
 -- The account aggregate: es_load('account-…') folds a stream with this.
 CREATE OR REPLACE FUNCTION account_apply(state jsonb, e es_event) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
   SELECT CASE e.event_type
     WHEN 'AccountOpened'  THEN jsonb_build_object('owner', e.data->'owner', 'balance', 0, 'open', true)
     WHEN 'MoneyDeposited' THEN jsonb_set(state, '{balance}', to_jsonb((state->>'balance')::numeric + (e.data->>'amount')::numeric))

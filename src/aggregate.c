@@ -14,10 +14,16 @@
  * binary, argument and result types, settings, volatility, security,
  * strictness) and over the upcaster registry (its rows and its functions'
  * definitions).  The fingerprint is computed by the statement that reads
- * the registry, on every load, so a CREATE OR REPLACE of apply or a new
- * upcaster is seen by the next load of every session, on a standby too,
- * without any cache to invalidate.  Types and languages enter it by name,
- * not oid, so that fingerprints survive pg_dump/pg_restore.
+ * the registry; each session keeps what it read (and the planned apply
+ * call) until an invalidation says the registry, the upcasters or any
+ * function changed, so a CREATE OR REPLACE of apply or a new upcaster is
+ * seen by the next load of every session, on a standby too.  Types and
+ * languages enter it by name, not oid, so that fingerprints survive
+ * pg_dump/pg_restore.
+ *
+ * apply is called as the planner would call it in a query: a SQL function
+ * whose body is a single expression is inlined (as in a PL/pgSQL loop),
+ * anything else is called through fmgr.
  *
  * The fold keeps only the current state: apply runs in the per-event
  * memory context of EsScanEvents and its result is copied out, the

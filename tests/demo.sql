@@ -100,7 +100,7 @@ SELECT stream_id, version, schema_version, data FROM es_events WHERE stream_id =
 
 \echo '== Aggregates: Alice''s account as a left fold of her events'
 CREATE FUNCTION account_apply(state jsonb, e es_event) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE e.event_type
         WHEN 'AccountOpened' THEN jsonb_build_object('owner', e.data->'owner',
                                                      'balance', e.data->'opening_balance', 'open', true)
