@@ -612,7 +612,23 @@ AdvanceStream(const EsCatalog *cat, text *stream_id, bool expected_is_null,
 	args[0] = PointerGetDatum(stream_id);
 	args[1] = Int64GetDatum((int64) count);
 	if (expected_is_null)
+	{
+		/*
+		 * Any version: most appends go to a stream that exists, and a plain
+		 * UPDATE moves it on for less than the upsert (no speculative
+		 * insertion check, no separate tuple lock with its WAL record).
+		 * When it finds no row, the upsert creates the stream, or moves it
+		 * on if a concurrent append created it in the meantime.
+		 */
+		nulls[2] = 'n';
+		ret = SPI_execute_plan(EsPlanGet(&advance_stream_plan, cat), args, nulls, false, 0);
+		if (ret != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "updating the stream failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed > 0)
+			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											   1, &isnull));
 		plan = &upsert_stream_plan;
+	}
 	else if (expected_version == 0)
 		plan = &create_stream_plan;
 	else
