@@ -14,7 +14,8 @@
  *	   without writing.
  *	3. One statement locks the stream's row in es_streams, checks the
  *	   expected version and moves the row to the new version (an INSERT for
- *	   a new stream, an UPDATE otherwise, an upsert for "any version").  A
+ *	   a new stream, an UPDATE otherwise; for "any version" an UPDATE and,
+ *	   when the stream does not exist yet, an upsert).  A
  *	   concurrent appender to the same stream waits for our transaction on
  *	   that row lock; in READ COMMITTED it then sees our new version and
  *	   fails its own check, so it reports SE409 instead of running into a
