@@ -57,16 +57,6 @@ LANGUAGE sql STABLE AS $$
     WHEN 'MoneyWithdrawn' THEN jsonb_set(state, '{balance}', to_jsonb((state->>'balance')::numeric - (e.data->>'amount')::numeric))
     WHEN 'AccountClosed'  THEN jsonb_set(state, '{open}', 'false')
     ELSE state END $$;
--- ... and the same body declared IMMUTABLE, which PostgreSQL does not
--- inline (it calls a STABLE function): its body runs as a query per event
-CREATE FUNCTION bank_apply_imm(state jsonb, e es_event) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE e.event_type
-    WHEN 'AccountOpened'  THEN jsonb_build_object('owner', e.data->'owner', 'balance', 0, 'open', true)
-    WHEN 'MoneyDeposited' THEN jsonb_set(state, '{balance}', to_jsonb((state->>'balance')::numeric + (e.data->>'amount')::numeric))
-    WHEN 'MoneyWithdrawn' THEN jsonb_set(state, '{balance}', to_jsonb((state->>'balance')::numeric - (e.data->>'amount')::numeric))
-    WHEN 'AccountClosed'  THEN jsonb_set(state, '{open}', 'false')
-    ELSE state END $$;
 -- the baselines: the fold written by hand in PL/pgSQL over es_read
 CREATE FUNCTION pl_load(p_stream text) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -78,15 +68,18 @@ BEGIN
     END LOOP;
     RETURN s;
 END $$;
-CREATE FUNCTION pl_load_imm(p_stream text) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    s jsonb := '{}';
-    e es_event;
+-- ... and the same apply, and loop, with the body declared IMMUTABLE, which
+-- PostgreSQL does not inline (it calls a STABLE function): the body then
+-- runs as a query per event
+DO $$
 BEGIN
-    FOR e IN SELECT * FROM es_read(p_stream) LOOP
-        s := bank_apply_imm(s, e);
-    END LOOP;
-    RETURN s;
+    EXECUTE format('CREATE FUNCTION bank_apply_imm(state jsonb, e es_event) RETURNS jsonb '
+                   'LANGUAGE sql IMMUTABLE AS %L',
+                   (SELECT prosrc FROM pg_proc WHERE proname = 'bank_apply'));
+    EXECUTE format('CREATE FUNCTION pl_load_imm(p_stream text) RETURNS jsonb '
+                   'LANGUAGE plpgsql STABLE AS %L',
+                   (SELECT replace(prosrc, 'bank_apply(', 'bank_apply_imm(')
+                    FROM pg_proc WHERE proname = 'pl_load'));
 END $$;
 -- (an initial balance: the appending clients below deposit into streams
 -- they never opened)
