@@ -57,3 +57,12 @@ SELECT es_append('cart-5', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'Tick
                                FROM generate_series(1, 1000) i));
 SELECT count(*), min(version), max(version), bool_and((data->>'n')::int = version) AS in_order
 FROM es_read('cart-5');
+-- Generated ids: random version-4 UUIDs, all distinct, also across the
+-- refills of the backend's pool of random bytes (256 ids each)
+SELECT count(DISTINCT event_id) AS distinct_ids,
+       bool_and(event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS all_v4
+FROM es_events WHERE stream_id = 'cart-5';
+SELECT count(es_append('cart-6', NULL, 'Tick', '{}')) FROM generate_series(1, 600);
+SELECT count(DISTINCT event_id) AS distinct_ids,
+       bool_and(event_id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS all_v4
+FROM es_events WHERE stream_id = 'cart-6';
