@@ -605,7 +605,11 @@ LoadState(const EsCatalog *cat, text *stream_id, int64 target, Aggregate **agg_o
 									  ObjectIdGetDatum(cat->schema_oid));
 	fold.event_desc = lookup_rowtype_tupdesc_copy(fold.event_type, -1);
 	BlessTupleDesc(fold.event_desc);
-	/* Say it in our words, whether or not apply is inlined later. */
+	/*
+	 * Checked here: an inlined apply is never called, so the executor does
+	 * not check EXECUTE on it, and the planner did so only when the kept
+	 * call was planned.
+	 */
 	if (object_aclcheck_compat(agg->apply_oid, GetUserId()) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(agg->apply_oid));
 

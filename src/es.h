@@ -85,7 +85,6 @@ extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 
 /* upcast.c */
 extern void EsUpcastInvalidate(void);
-extern void EsAggregateInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
 extern void EsUpcastEnd(void);
 extern bool EsUpcastWanted(TupleTableSlot *slot);
@@ -144,6 +143,9 @@ extern void EsLauncherInit(void);
 extern void EsWorkerWake(void);
 extern bool EsWorkerCommitted(void);
 extern bool EsWorkerNotifies(void);
+
+/* aggregate.c: its session cache, dropped by catalog.c's invalidation callback */
+extern void EsAggregateInvalidate(void);
 
 /* aggregate.c, for the worker's automatic snapshots (snapshot_task.c) */
 extern bool EsAggregateLogic(const EsCatalog *catalog, text *category,

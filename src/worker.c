@@ -138,8 +138,10 @@ es_registry_changed(PG_FUNCTION_ARGS)
 				 errmsg("es_registry_changed() must be called as a trigger")));
 	if (my_slot == NULL)
 	{
-		/* sessions' caches of the registry (aggregate.c) */
-		CacheInvalidateRelcacheByRelid(RelationGetRelid(((TriggerData *) fcinfo->context)->tg_relation));
+		TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+		/* the sessions' caches of the registry (aggregate.c) */
+		CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 		EsWorkerWake();
 	}
 	return PointerGetDatum(NULL);	/* ignored for AFTER triggers */
