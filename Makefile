@@ -7,6 +7,7 @@ OBJS = \
 	src/es.o \
 	src/catalog.o \
 	src/append.o \
+	src/stream_row.o \
 	src/read.o \
 	src/immutable.o \
 	src/upcast.o \

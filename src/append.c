@@ -12,10 +12,12 @@
  *	   already stored in this stream right after the expected version, this
  *	   is a retry of an append that succeeded, and we return its result
  *	   without writing.
- *	3. One statement locks the stream's row in es_streams, checks the
- *	   expected version and moves the row to the new version (an INSERT for
- *	   a new stream, an UPDATE otherwise; for "any version" an UPDATE and,
- *	   when the stream does not exist yet, an upsert).  A
+ *	3. The stream's row in es_streams is locked, checked against the
+ *	   expected version and moved to the new version: by an INSERT for a
+ *	   new stream, by the upsert for "any version" when the stream does not
+ *	   exist yet, and otherwise as an UPDATE would, through the table access
+ *	   method (stream_row.c; the UPDATE statement itself where that would do
+ *	   less than the statement, e.g. in REPEATABLE READ).  A
  *	   concurrent appender to the same stream waits for our transaction on
  *	   that row lock; in READ COMMITTED it then sees our new version and
  *	   fails its own check, so it reports SE409 instead of running into a
@@ -631,10 +633,38 @@ AdvanceStream(const EsCatalog *cat, text *stream_id, bool expected_is_null,
 	EsPlan	   *plan;
 	int			ret;
 	bool		isnull;
+	bool		create_if_missing = false;
+
+	/*
+	 * An existing stream's row is moved on without a statement where that
+	 * does all the statement would (stream_row.c).
+	 */
+	if (expected_is_null || expected_version != 0)
+	{
+		int64		new_version;
+
+		switch (EsAdvanceStreamRow(cat, stream_id, expected_is_null,
+								   expected_version, count, &new_version))
+		{
+			case ES_STREAM_ROW_MOVED:
+				return new_version;
+			case ES_STREAM_ROW_AT_OTHER_VERSION:
+				return -1;
+			case ES_STREAM_ROW_MISSING:
+				if (!expected_is_null)
+					return -1;
+				create_if_missing = true;	/* any version: the upsert */
+				break;
+			case ES_STREAM_ROW_USE_STATEMENT:
+				break;
+		}
+	}
 
 	args[0] = PointerGetDatum(stream_id);
 	args[1] = Int64GetDatum((int64) count);
-	if (expected_is_null)
+	if (create_if_missing)
+		plan = &upsert_stream_plan;
+	else if (expected_is_null)
 	{
 		/*
 		 * Any version: most appends go to a stream that exists, and a plain

@@ -83,6 +83,21 @@ extern SPIPlanPtr EsPlanGet(EsPlan *plan, const EsCatalog *catalog);
 	"global_position, stream_id, version, event_id, event_type, " \
 	"schema_version, data, metadata, recorded_at"
 
+/* stream_row.c: an append's version bump of es_streams without a statement */
+typedef enum EsStreamRowResult
+{
+	ES_STREAM_ROW_MOVED,		/* at the expected version, moved on */
+	ES_STREAM_ROW_AT_OTHER_VERSION, /* nothing written */
+	ES_STREAM_ROW_MISSING,		/* no row: the stream does not exist */
+	ES_STREAM_ROW_USE_STATEMENT /* nothing done: only UPDATE will do */
+} EsStreamRowResult;
+
+extern EsStreamRowResult EsAdvanceStreamRow(const EsCatalog *catalog,
+											text *stream_id,
+											bool expected_is_null,
+											int64 expected_version, int count,
+											int64 *new_version);
+
 /* upcast.c */
 extern void EsUpcastInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
