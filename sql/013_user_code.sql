@@ -137,6 +137,24 @@ SELECT es_test.sqlstate_of($$SELECT es_snapshot_take('ucbad-1')$$) AS evil_take;
 -- the writer's own append of an evil-upcast type runs no user code
 SELECT es_append('ucevil-1', 1, 'UcEvil', '{}');
 RESET SESSION AUTHORIZATION;
+-- ... unless an inline projection wants the type and the writer stores the
+-- event at the old schema version: then it is upcast for the handler, as
+-- the writer, and the evil upcaster's write fails.
+CREATE FUNCTION uc.seen_handler(e es_event) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO uc.seen (what, cur, sess)
+    VALUES ('handled ' || e.event_type || ' upcast=' || coalesce(e.data->>'upcast', 'no'),
+            current_user, session_user);
+END $$;
+SELECT es_register_projection('uc_inline', 'uc.seen_handler(es_event)', ARRAY['UcRecorded', 'UcEvil']);
+SET SESSION AUTHORIZATION es_uc_writer;
+SELECT es_append('ucup-3', 0, '[{"type": "UcRecorded", "data": {"n": 4}, "schema_version": 1}]');
+SELECT es_test.sqlstate_of($$SELECT es_append('ucevil-1', 2, '[{"type": "UcEvil", "data": {}, "schema_version": 1}]')$$) AS evil_upcast_inline;
+RESET SESSION AUTHORIZATION;
+SELECT what, cur, sess FROM uc.seen ORDER BY n;
+SELECT es_unregister_projection('uc_inline');
+TRUNCATE uc.seen;
 SELECT count(*) AS owner_only_rows FROM uc.owner_only;
 SELECT count(*) AS snapshots_after FROM es_snapshots;
 -- The same statements as the owner do write: the 42501s above were the

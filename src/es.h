@@ -98,6 +98,15 @@ extern EsStreamRowResult EsAdvanceStreamRow(const EsCatalog *catalog,
 											int64 expected_version, int count,
 											int64 *new_version);
 
+/*
+ * event_rows.c: an append's inserts into es_events without a statement.
+ * Rows are es_events' columns in attribute order.
+ */
+#define ES_EVENT_ROW_NATTS 9
+#define ES_EVENT_ROW_TYPE_ATTNUM 5
+extern bool EsInsertEventRows(const EsCatalog *catalog, Datum *values,
+							  bool *nulls, int count);
+
 /* upcast.c */
 extern void EsUpcastInvalidate(void);
 extern void EsUpcastBegin(const EsCatalog *catalog);
@@ -150,7 +159,12 @@ typedef long (*EsTaskRun) (void);
 extern void EsWorkerReport(const char *task, const char *what);
 extern Oid	EsExtensionSchema(void);
 
-/* projection.c: the worker task that feeds async projections */
+/*
+ * projection.c: the worker task that feeds async projections, and the
+ * inline projections of a row es_append inserted without firing triggers
+ */
+extern void EsDispatchAppended(const EsCatalog *catalog, Datum *row_values,
+							   bool *row_nulls, int type_attnum);
 extern long EsProjectionTask(void);
 
 /* launcher.c */

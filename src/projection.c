@@ -134,6 +134,7 @@ typedef struct InlineProjection
 	int			ntypes;			/* -1: every type */
 	char	  **types;
 	int		   *type_lens;
+	Oid			owner_oid;		/* InvalidOid: the role no longer exists */
 } InlineProjection;
 
 static MemoryContext inline_cxt = NULL;
@@ -149,7 +150,8 @@ static bool callbacks_registered = false;
 static bool broadcast_at_commit = false;
 
 static EsPlan load_inline_plan = {
-	"SELECT name, pg_catalog.to_regprocedure(handler), event_types "
+	"SELECT name, pg_catalog.to_regprocedure(handler), event_types, "
+	"pg_catalog.to_regrole(owner) "
 	"FROM @extschema@.es_projections WHERE mode OPERATOR(pg_catalog.=) 'inline' "
 	"ORDER BY name",
 	0, {InvalidOid}
@@ -369,6 +371,9 @@ LoadInlineList(const EsCatalog *cat)
 			p->handler_oid = InvalidOid;
 		else
 			fmgr_info_cxt(p->handler_oid, &p->flinfo, inline_cxt);
+		p->owner_oid = DatumGetObjectId(SPI_getbinval(tuple, desc, 4, &isnull));
+		if (isnull)
+			p->owner_oid = InvalidOid;
 		types = SPI_getbinval(tuple, desc, 3, &isnull);
 		if (isnull)
 			p->ntypes = -1;
@@ -548,112 +553,156 @@ CallHandler(FmgrInfo *flinfo, const char *projection, TupleDesc event_desc,
 	heap_freetuple(event);
 }
 
-/*
- * DispatchEvent
- *		One event to every inline projection that wants its type, as roleid;
- *		nested: inside another dispatch in this backend.
- */
 static void
-DispatchEvent(Datum *values, bool *nulls, Oid roleid, bool nested)
+CallHandlerAs(FmgrInfo *flinfo, const char *projection, Datum *values,
+			  bool *nulls, Oid roleid)
 {
-	text	   *event_type = DatumGetTextPP(values[4]);
+	EsUserSwitch sw;
 
-	for (int i = 0; i < inline_count; i++)
+	EsBecomeUser(roleid, &sw);
+	PG_TRY();
 	{
-		InlineProjection *p = &inline_list[i];
-		FmgrInfo	private_flinfo;
-		FmgrInfo   *flinfo = &p->flinfo;
-		EsUserSwitch sw;
-
-		if (!InlineWants(p, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)))
-			continue;
-		if (!OidIsValid(p->handler_oid))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("the handler of projection \"%s\" does not exist", p->name),
-					 errhint("Create the function again, or unregister the projection.")));
-
-		/*
-		 * Function handlers keep per-call state in fn_extra, which a nested
-		 * call must not share.
-		 */
-		if (nested)
-		{
-			fmgr_info_copy(&private_flinfo, flinfo, CurrentMemoryContext);
-			flinfo = &private_flinfo;
-		}
-
-		CheckMayCall(p->handler_oid, roleid);
-		EsBecomeUser(roleid, &sw);
-		PG_TRY();
-		{
-			CallHandler(flinfo, p->name, inline_event_desc, values, nulls);
-		}
-		PG_CATCH();
-		{
-			EsResetInvokingUser(&sw);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		EsRestoreUser(&sw);
+		CallHandler(flinfo, projection, inline_event_desc, values, nulls);
 	}
+	PG_CATCH();
+	{
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsRestoreUser(&sw);
 }
 
 /*
- * es_projection_dispatch() RETURNS trigger
- *		AFTER INSERT row trigger on es_events: the event, upcast, goes to
- *		every inline projection that wants its type, as the appending role.
- *		An error aborts the append.
+ * CallInline
+ *		One event to one inline projection's handler, as roleid; nested:
+ *		inside another dispatch in this backend.
  */
-Datum
-es_projection_dispatch(PG_FUNCTION_ARGS)
+static void
+CallInline(InlineProjection *p, Datum *values, bool *nulls, Oid roleid,
+		   bool nested)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	const EsCatalog *cat;
-	HeapTuple	row;
-	TupleDesc	row_desc;
+	FmgrInfo	private_flinfo;
+	FmgrInfo   *flinfo = &p->flinfo;
+
+	if (!OidIsValid(p->handler_oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the handler of projection \"%s\" does not exist", p->name),
+				 errhint("Create the function again, or unregister the projection.")));
+
+	/*
+	 * Function handlers keep per-call state in fn_extra, which a nested call
+	 * must not share.
+	 */
+	if (nested)
+	{
+		fmgr_info_copy(&private_flinfo, flinfo, CurrentMemoryContext);
+		flinfo = &private_flinfo;
+	}
+
+	CheckMayCall(p->handler_oid, roleid);
+	CallHandlerAs(flinfo, p->name, values, nulls, roleid);
+}
+
+/*
+ * UpcastAs
+ *		Upcasts an event in place, running the upcasters as roleid: user
+ *		code, like the handlers, never runs as the tables' owner.
+ */
+static void
+UpcastAs(const EsCatalog *cat, Datum *values, bool *nulls, Oid roleid)
+{
+	EsUserSwitch sw;
+
+	EsBecomeUser(roleid, &sw);
+	EsUpcastBegin(cat);
+	PG_TRY();
+	{
+		(void) EsUpcastEvent(values, nulls);
+	}
+	PG_CATCH();
+	{
+		EsUpcastEnd();
+		EsResetInvokingUser(&sw);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	EsUpcastEnd();
+	EsRestoreUser(&sw);
+}
+
+/*
+ * DispatchRow
+ *		A row of es_events (its columns in attribute order), upcast, to every
+ *		inline projection that wants its type, as the appending role.
+ */
+static void
+DispatchRow(const EsCatalog *cat, Datum *row_values, bool *row_nulls)
+{
 	Datum		values[ES_EVENT_NATTS];
 	bool		nulls[ES_EVENT_NATTS];
 	Oid			roleid = EsInvokingUserId();
 	volatile int saved_depth = dispatch_depth;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("es_projection_dispatch() must be called as an AFTER INSERT row trigger")));
-
-	cat = EsCatalogForSchema(RelationGetNamespace(trigdata->tg_relation));
-	row = trigdata->tg_trigtuple;
-	row_desc = RelationGetDescr(trigdata->tg_relation);
 
 	SPI_connect();
 	EnsureInlineList(cat);
 	if (inline_count == 0)
 	{
 		SPI_finish();
-		return PointerGetDatum(NULL);
+		return;
 	}
 
 	for (int c = 0; c < ES_EVENT_NATTS; c++)
-		values[c] = heap_getattr(row, inline_event_attnums[c], row_desc, &nulls[c]);
-
-	EsUpcastBegin(cat);
-	PG_TRY();
 	{
-		(void) EsUpcastEvent(values, nulls);
+		values[c] = row_values[inline_event_attnums[c] - 1];
+		nulls[c] = row_nulls[inline_event_attnums[c] - 1];
 	}
-	PG_FINALLY();
-	{
-		EsUpcastEnd();
-	}
-	PG_END_TRY();
 
 	dispatch_depth++;
 	PG_TRY();
 	{
-		DispatchEvent(values, nulls, roleid, saved_depth > 0);
+		text	   *event_type = DatumGetTextPP(values[4]);
+
+		if (!IsLogicalWorker())
+		{
+			/* The appender's event, upcast and handled as the appender. */
+			UpcastAs(cat, values, nulls, roleid);
+			for (int i = 0; i < inline_count; i++)
+				if (InlineWants(&inline_list[i], VARDATA_ANY(event_type),
+								VARSIZE_ANY_EXHDR(event_type)))
+					CallInline(&inline_list[i], values, nulls, roleid,
+							   saved_depth > 0);
+		}
+		else
+		{
+			/*
+			 * Logical replication applies the row: background work, so each
+			 * projection's upcasters and handler run as the role that
+			 * registered it, not as the subscription's owner.
+			 */
+			for (int i = 0; i < inline_count; i++)
+			{
+				InlineProjection *p = &inline_list[i];
+				Datum		upcast_values[ES_EVENT_NATTS];
+				bool		upcast_nulls[ES_EVENT_NATTS];
+
+				if (!InlineWants(p, VARDATA_ANY(event_type),
+								 VARSIZE_ANY_EXHDR(event_type)))
+					continue;
+				if (!OidIsValid(p->owner_oid))
+					ereport(ERROR,
+							(errcode(ERRCODE_UNDEFINED_OBJECT),
+							 errmsg("the role that registered projection \"%s\" does not exist",
+									p->name),
+							 errhint("Register the projection again as an existing role.")));
+				memcpy(upcast_values, values, sizeof(values));
+				memcpy(upcast_nulls, nulls, sizeof(nulls));
+				UpcastAs(cat, upcast_values, upcast_nulls, p->owner_oid);
+				CallInline(p, upcast_values, upcast_nulls, p->owner_oid,
+						   saved_depth > 0);
+			}
+		}
 	}
 	PG_FINALLY();
 	{
@@ -662,7 +711,65 @@ es_projection_dispatch(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	SPI_finish();
+}
+
+/*
+ * es_projection_dispatch() RETURNS trigger
+ *		AFTER INSERT row trigger on es_events: the event, upcast, goes to
+ *		every inline projection that wants its type, as the appending role.
+ *		An error aborts the append.  es_append itself inserts without
+ *		firing it where it can, and calls EsDispatchAppended instead.
+ */
+Datum
+es_projection_dispatch(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	row_desc;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_projection_dispatch() must be called as an AFTER INSERT row trigger")));
+
+	row_desc = RelationGetDescr(trigdata->tg_relation);
+	values = palloc(sizeof(Datum) * row_desc->natts);
+	nulls = palloc(sizeof(bool) * row_desc->natts);
+	heap_deform_tuple(trigdata->tg_trigtuple, row_desc, values, nulls);
+	DispatchRow(EsCatalogForSchema(RelationGetNamespace(trigdata->tg_relation)),
+				values, nulls);
+	pfree(values);
+	pfree(nulls);
 	return PointerGetDatum(NULL);	/* ignored for AFTER triggers */
+}
+
+/*
+ * EsDispatchAppended
+ *		What the dispatch trigger (when and WHEN clause included) would do
+ *		for a row es_append inserted without firing triggers: the row's
+ *		columns in es_events' attribute order.
+ */
+void
+EsDispatchAppended(const EsCatalog *cat, Datum *row_values, bool *row_nulls,
+				   int type_attnum)
+{
+	text	   *event_type = DatumGetTextPP(row_values[type_attnum - 1]);
+	bool		wanted = false;
+
+	if (!(inline_valid && inline_generation == cat->generation))
+	{
+		SPI_connect();
+		EnsureInlineList(cat);
+		SPI_finish();
+	}
+	for (int i = 0; i < inline_count && !wanted; i++)
+		wanted = InlineWants(&inline_list[i], VARDATA_ANY(event_type),
+							 VARSIZE_ANY_EXHDR(event_type));
+	if (wanted)
+		DispatchRow(cat, row_values, row_nulls);
 }
 
 /*
