@@ -8,6 +8,7 @@ OBJS = \
 	src/catalog.o \
 	src/append.o \
 	src/stream_row.o \
+	src/event_rows.o \
 	src/read.o \
 	src/immutable.o \
 	src/upcast.o \

@@ -728,24 +728,41 @@ static void
 InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
 			 NewEvent *events, int count)
 {
+	Datum	   *rows = palloc(sizeof(Datum) * ES_EVENT_ROW_NATTS * count);
+	bool	   *row_nulls = palloc0(sizeof(bool) * ES_EVENT_ROW_NATTS * count);
 	int			ret;
 
+	/* es_events' columns in attribute order; recorded_at is set later */
+	for (int i = 0; i < count; i++)
+	{
+		Datum	   *row = rows + i * ES_EVENT_ROW_NATTS;
+		bool	   *nulls = row_nulls + i * ES_EVENT_ROW_NATTS;
+
+		row[0] = Int64GetDatum(EsTakeGlobalPosition(cat));
+		row[1] = PointerGetDatum(stream_id);
+		row[2] = Int64GetDatum(first_version + i);
+		row[3] = UUIDPGetDatum(&events[i].event_id);
+		row[4] = PointerGetDatum(events[i].event_type);
+		row[5] = Int32GetDatum(events[i].schema_version);
+		row[6] = JsonbPGetDatum(events[i].data);
+		row[7] = events[i].metadata ? JsonbPGetDatum(events[i].metadata) : (Datum) 0;
+		nulls[7] = (events[i].metadata == NULL);
+	}
+
+	if (EsInsertEventRows(cat, rows, row_nulls, count))
+		return;
+
+	/* The INSERT statement, where only it does all that is needed. */
 	if (count == 1)
 	{
 		Datum		args[8];
-		char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		char		nulls[8];
 
-		args[0] = Int64GetDatum(EsTakeGlobalPosition(cat));
-		args[1] = PointerGetDatum(stream_id);
-		args[2] = Int64GetDatum(first_version);
-		args[3] = UUIDPGetDatum(&events[0].event_id);
-		args[4] = PointerGetDatum(events[0].event_type);
-		args[5] = Int32GetDatum(events[0].schema_version);
-		args[6] = JsonbPGetDatum(events[0].data);
-		if (events[0].metadata)
-			args[7] = JsonbPGetDatum(events[0].metadata);
-		else
-			nulls[7] = 'n';
+		for (int a = 0; a < 8; a++)
+		{
+			args[a] = rows[a];
+			nulls[a] = row_nulls[a] ? 'n' : ' ';
+		}
 		ret = SPI_execute_plan(EsPlanGet(&insert_one_plan, cat), args, nulls, false, 0);
 	}
 	else
@@ -763,13 +780,15 @@ InsertEvents(const EsCatalog *cat, text *stream_id, int64 first_version,
 
 		for (int i = 0; i < count; i++)
 		{
-			positions[i] = Int64GetDatum(EsTakeGlobalPosition(cat));
-			ids[i] = UUIDPGetDatum(&events[i].event_id);
-			types[i] = PointerGetDatum(events[i].event_type);
-			schema_versions[i] = Int32GetDatum(events[i].schema_version);
-			datas[i] = JsonbPGetDatum(events[i].data);
-			metadata_nulls[i] = (events[i].metadata == NULL);
-			metadatas[i] = metadata_nulls[i] ? (Datum) 0 : JsonbPGetDatum(events[i].metadata);
+			Datum	   *row = rows + i * ES_EVENT_ROW_NATTS;
+
+			positions[i] = row[0];
+			ids[i] = row[3];
+			types[i] = row[4];
+			schema_versions[i] = row[5];
+			datas[i] = row[6];
+			metadatas[i] = row[7];
+			metadata_nulls[i] = row_nulls[i * ES_EVENT_ROW_NATTS + 7];
 		}
 
 		args[0] = PointerGetDatum(stream_id);
