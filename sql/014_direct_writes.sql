@@ -1,9 +1,11 @@
--- The stream's row in es_streams is moved on by es_append itself, not by an
--- UPDATE statement (src/stream_row.c).  What an UPDATE would do must still
--- happen: index entries for a row version that is not a HOT update, the
--- versions seen by later statements of the transaction, and the statement
--- itself wherever es_streams has UPDATE triggers or a transaction sees one
--- snapshot throughout.
+-- es_append writes its tables itself, not with statements: it moves the
+-- stream's row in es_streams on (src/stream_row.c) and inserts the events
+-- into es_events (src/event_rows.c) through the table access method.  What
+-- the UPDATE and the INSERT would do must still happen: index entries for a
+-- row version that is not a HOT update, the versions seen by later
+-- statements of the transaction, the inline projections' dispatch (only
+-- when its trigger would fire), and the statements themselves wherever the
+-- tables have other triggers or a transaction sees one snapshot throughout.
 
 CREATE EXTENSION amcheck;
 
@@ -77,4 +79,45 @@ SELECT es_stream_version('row-2');
 
 DROP TABLE row_log;
 DROP FUNCTION row_logged();
+
+-- Inline projections get every event once, whether es_append inserts it
+-- itself or with the INSERT statement (another INSERT trigger on
+-- es_events); a disabled dispatch trigger dispatches nothing.
+CREATE TABLE row_seen (global_position bigint, event_type text, how text);
+CREATE FUNCTION row_seen_handler(e es_event) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO row_seen VALUES (e.global_position, e.event_type, current_setting('row.how', true)) $$;
+SELECT es_register_projection('row_seen', 'row_seen_handler(es_event)', ARRAY['Seen']);
+SET row.how = 'direct';
+SELECT es_append('row-4', NULL, 'Seen', '{}');
+SELECT es_append('row-4', NULL, '[{"type": "Seen", "data": {}}, {"type": "Unseen", "data": {}}, {"type": "Seen", "data": {}}]');
+CREATE TABLE row_inserted (global_position bigint);
+CREATE FUNCTION row_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO row_inserted VALUES (NEW.global_position);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER row_inserted AFTER INSERT ON es_events
+    FOR EACH ROW EXECUTE FUNCTION row_inserted();
+SET row.how = 'statement';
+SELECT es_append('row-4', NULL, 'Seen', '{}');
+SELECT es_append('row-4', NULL, '[{"type": "Seen", "data": {}}, {"type": "Unseen", "data": {}}]');
+DROP TRIGGER row_inserted ON es_events;
+ALTER TABLE es_events DISABLE TRIGGER es_projection_dispatch;
+SET row.how = 'disabled';
+SELECT es_append('row-4', NULL, 'Seen', '{}');
+ALTER TABLE es_events ENABLE ALWAYS TRIGGER es_projection_dispatch;
+-- ENABLE ALWAYS: it fires with session_replication_role = replica too
+SET session_replication_role = replica;
+SET row.how = 'replica role';
+SELECT es_append('row-4', NULL, 'Seen', '{}');
+RESET session_replication_role;
+SELECT e.version, e.event_type, s.how
+FROM es_events e LEFT JOIN row_seen s USING (global_position)
+WHERE e.stream_id = 'row-4' ORDER BY e.version;
+SELECT count(*) AS fired_user_trigger FROM row_inserted;
+SELECT es_unregister_projection('row_seen');
+DROP TABLE row_seen, row_inserted;
+DROP FUNCTION row_seen_handler(es_event);
+DROP FUNCTION row_inserted();
+RESET row.how;
 DROP EXTENSION amcheck;
