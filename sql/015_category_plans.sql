@@ -1,0 +1,41 @@
+-- Kept plans must be right for every argument, not on average.  A generic
+-- plan of es_read_category walks the primary key and filters by category,
+-- which on a sparse category reads most of the table; es plans that
+-- statement for every call.  Here 30,000 events are in category "dense"
+-- and 30, spread evenly among them, in "sparse".  After many calls (a kept
+-- plan goes generic after five), reading the sparse category must still go
+-- through the category index: the primary key is not walked.
+DO $$
+BEGIN
+    FOR i IN 1..30 LOOP
+        PERFORM es_append('dense-' || i, NULL,
+                          (SELECT jsonb_agg(jsonb_build_object('type', 'D', 'data', '{}'::jsonb))
+                           FROM generate_series(1, 1000)));
+        PERFORM es_append('sparse-1', NULL, 'S', '{}');
+    END LOOP;
+END $$;
+ANALYZE es_events;
+
+-- the kept statement serves the dense category first (walking the primary
+-- key is the right plan there)
+SELECT count(*) AS dense_events_read
+FROM generate_series(1, 10) AS i, LATERAL es_read_category('dense', i * 1000, 100) AS e;
+
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT sum(idx_tup_read) FILTER (WHERE indexrelname = 'es_events_pkey') AS pkey_before,
+       sum(idx_tup_read) FILTER (WHERE indexrelname = 'es_events_category_idx') AS category_before
+FROM pg_stat_user_indexes WHERE relname = 'es_events' \gset
+
+-- then 20 calls, each reading 10 sparse events after a position
+SELECT count(*) AS sparse_events_read
+FROM generate_series(1, 20) AS i,
+     LATERAL es_read_category('sparse', (i % 10) * 1001, 10) AS e;
+
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT sum(idx_tup_read) FILTER (WHERE indexrelname = 'es_events_pkey') - :pkey_before
+           < 100 AS primary_key_not_walked,
+       sum(idx_tup_read) FILTER (WHERE indexrelname = 'es_events_category_idx') - :category_before
+           BETWEEN 200 AND 400 AS category_index_read
+FROM pg_stat_user_indexes WHERE relname = 'es_events';
