@@ -154,6 +154,19 @@ FindChain(UpcastCache *in, const char *event_type, int len)
 }
 
 /*
+ * The chain of the type looked up last in this read, or NULL: the events of
+ * a read are mostly of few types, often one, and comparing a few bytes
+ * costs less than hashing them.  Valid while read_serial is unchanged.
+ */
+#define MEMO_TYPE_LEN 64
+static uint64 memo_serial = 0;
+static int	memo_len = -1;
+static char memo_type[MEMO_TYPE_LEN];
+static UpcastChain *memo_chain;
+
+static UpcastChain *FindChainInRead(const char *event_type, int len);
+
+/*
  * AddStep
  *		Appends one registered step to its type's chain (rows arrive ordered
  *		by type and version, so steps come in order).
@@ -351,6 +364,24 @@ UpcastErrorCallback(void *arg)
 			   ctx->from_version, format_procedure(ctx->fn_oid));
 }
 
+static UpcastChain *
+FindChainInRead(const char *event_type, int len)
+{
+	if (memo_serial == read_serial && memo_len == len &&
+		memcmp(memo_type, event_type, len) == 0)
+		return memo_chain;
+	memo_chain = FindChain(cache, event_type, len);
+	if (len <= MEMO_TYPE_LEN)
+	{
+		memcpy(memo_type, event_type, len);
+		memo_len = len;
+		memo_serial = read_serial;
+	}
+	else
+		memo_len = -1;
+	return memo_chain;
+}
+
 /*
  * EsUpcastWanted
  *		Whether an event (a slot with the columns of es_event) has steps to
@@ -367,7 +398,7 @@ EsUpcastWanted(TupleTableSlot *slot)
 	if (cache->chains == NULL)
 		return false;
 	event_type = DatumGetTextPP(slot_getattr(slot, COL_EVENT_TYPE, &isnull));
-	chain = FindChain(cache, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
+	chain = FindChainInRead(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
 	return chain != NULL &&
 		DatumGetInt32(slot_getattr(slot, COL_SCHEMA_VERSION, &isnull)) <= chain->nsteps;
 }
@@ -394,7 +425,7 @@ EsUpcastEvent(Datum *values, bool *nulls)
 		return false;
 
 	event_type = DatumGetTextPP(values[COL_EVENT_TYPE - 1]);
-	chain = FindChain(cache, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
+	chain = FindChainInRead(VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
 	if (chain == NULL)
 		return false;
 	schema_version = DatumGetInt32(values[COL_SCHEMA_VERSION - 1]);
