@@ -25,16 +25,38 @@ SELECT es_test.sqlstate_of($$TRUNCATE es_streams$$) AS truncate_streams;
 SELECT es_test.sqlstate_of($$SELECT nextval('es_events_global_position_seq')$$) AS sequence;
 RESET ROLE;
 
--- Even granted INSERT and UPDATE, another role cannot forge events or versions.
-GRANT INSERT ON es_events TO es_writer;
-GRANT SELECT, UPDATE ON es_streams TO es_writer;
+-- Even granted every privilege on the tables, another role cannot forge
+-- events or versions (42501 from row-level security), nor change or delete
+-- stored events (SE405 from the immutability triggers).
+GRANT ALL ON es_events, es_streams TO es_writer;
 SET ROLE es_writer;
 SELECT es_test.sqlstate_of($$INSERT INTO es_events VALUES (1000000, 'priv-1', 7, gen_random_uuid(), 'Forged', 1, '{}', NULL, now())$$) AS insert_events;
+SELECT es_test.sqlstate_of($$INSERT INTO es_streams VALUES ('priv-9', 5)$$) AS insert_streams;
 SELECT es_test.sqlstate_of($$UPDATE es_streams SET version = 99 WHERE stream_id = 'priv-1'$$) AS update_streams;
 SELECT es_test.sqlstate_of($$UPDATE es_events SET data = '{}'$$) AS update_events;
+SELECT es_test.sqlstate_of($$DELETE FROM es_events$$) AS delete_events;
+SELECT es_test.sqlstate_of($$DELETE FROM es_streams$$) AS delete_streams;
+SELECT es_test.sqlstate_of($$TRUNCATE es_events$$) AS truncate_events;
+SELECT es_test.sqlstate_of($$TRUNCATE es_streams$$) AS truncate_streams;
 RESET ROLE;
-REVOKE INSERT ON es_events FROM es_writer;
-REVOKE SELECT, UPDATE ON es_streams FROM es_writer;
+REVOKE ALL ON es_events, es_streams FROM es_writer;
+
+-- What PUBLIC may execute: reads and helpers, never an append, a write or a
+-- registration.
+SELECT p.oid::regprocedure AS public_may_execute
+FROM pg_proc p
+JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'es'
+WHERE has_function_privilege('public', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text;
+SELECT p.oid::regprocedure AS not_public
+FROM pg_proc p
+JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+JOIN pg_extension x ON x.oid = d.refobjid AND x.extname = 'es'
+WHERE NOT has_function_privilege('public', p.oid, 'EXECUTE')
+ORDER BY p.oid::regprocedure::text;
 
 -- A reader reads, and cannot append.
 SET ROLE es_reader;

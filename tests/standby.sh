@@ -22,7 +22,8 @@ cleanup() {
 		as_postgres "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
 	fi
 	rm -rf "$dir"
-	psql -X -q -h "$primary_host" -d postgres -c "DROP DATABASE IF EXISTS es_standby_test" >/dev/null 2>&1 || true
+	psql -X -q -h "$primary_host" -d postgres -c "DROP DATABASE IF EXISTS es_standby_test" \
+		-c "DROP ROLE IF EXISTS es_standby_reader" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -39,6 +40,14 @@ AS $$ SELECT jsonb_build_object('sum', coalesce((state->>'sum')::int, 0) + coale
 SELECT es_register_aggregate('acct', 'acct_apply(jsonb, es_event)');
 -- a (forged) current snapshot at version 2 shows that loads there start from it
 SELECT es_snapshot_save('acct-1', 2, '{"sum": 100}');
+-- a reader role, with README's grants: reads on the standby go through
+-- row-level security and upcast as the reader there too
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'es_standby_reader') THEN
+        CREATE ROLE es_standby_reader;
+    END IF;
+END $$;
+GRANT SELECT ON es_events, es_streams TO es_standby_reader;
 SQL
 
 as_postgres "$bin/pg_basebackup" -h "$primary_host" -U postgres -D "$dir/data" -R -X stream >/dev/null
@@ -72,6 +81,10 @@ check "es_read_all (upcast)" "1,2,3 2" \
 check "es_read_category" "3" "$(standby -c "SELECT count(*) FROM es_read_category('acct')")"
 check "es_load (from the newest current snapshot)" '{"sum": 102}|3' "$(standby -c "SELECT state::text || '|' || version FROM es_load('acct-1')")"
 check "es_load at a version below the snapshot" '{"sum": 0}|1' "$(standby -c "SELECT state::text || '|' || version FROM es_load('acct-1', 1)")"
+check "es_read as a reader role" "1|2;2|1;3|1" \
+	"$(standby -c "SET ROLE es_standby_reader" -c "SELECT string_agg(version || '|' || schema_version, ';' ORDER BY version) FROM es_read('acct-1')")"
+check "es_read_all as a reader role" "3" \
+	"$(standby -c "SET ROLE es_standby_reader" -c "SELECT count(*) FROM es_read_all(0)")"
 check "es_append is refused" "25006" \
 	"$(standby -c "DO \$\$ BEGIN PERFORM es_append('acct-1', 3, 'X', '{}'); EXCEPTION WHEN OTHERS THEN RAISE NOTICE '%', SQLSTATE; END \$\$" 2>&1 | grep -o '[0-9A-Z]\{5\}$')"
 
