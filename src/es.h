@@ -17,6 +17,7 @@
 #include "executor/tuptable.h"
 #include "storage/latch.h"
 #include "executor/spi.h"
+#include "utils/relcache.h"
 
 #include "compat.h"
 #include "errcodes.h"
@@ -106,6 +107,8 @@ extern EsStreamRowResult EsAdvanceStreamRow(const EsCatalog *catalog,
 #define ES_EVENT_ROW_TYPE_ATTNUM 5
 extern bool EsInsertEventRows(const EsCatalog *catalog, Datum *values,
 							  bool *nulls, int count);
+extern bool EsOtherTriggersFire(Relation rel, int16 event, const char *except,
+								bool *except_fires);
 
 /* upcast.c */
 extern void EsUpcastInvalidate(void);

@@ -17,8 +17,8 @@
  * (EsDispatchAppended), for each row once all are inserted, as AFTER ROW
  * triggers fire at the end of the statement.
  *
- * Only where that is all an INSERT would do: when es_events has no other
- * INSERT trigger, no forced row-level security, no check constraint and no
+ * Only where that is all an INSERT would do: when no other INSERT trigger
+ * of es_events would fire, it has no forced row-level security, no check constraint and no
  * generated column, and its columns are the ones es created; otherwise it
  * leaves the insert to the statement.
  *
@@ -55,7 +55,7 @@ static const Oid event_column_types[ES_EVENT_ROW_NATTS] = {
 
 #define DISPATCH_TRIGGER "es_projection_dispatch"
 
-/* Whether the trigger would fire for a row es_append inserts now. */
+/* Whether the trigger would fire for a row es_append writes now. */
 static bool
 TriggerWouldFire(const Trigger *trigger)
 {
@@ -73,6 +73,42 @@ TriggerWouldFire(const Trigger *trigger)
 }
 
 /*
+ * EsOtherTriggersFire
+ *		Whether a trigger on rel for the event (TRIGGER_TYPE_INSERT, ...)
+ *		would fire now, other than the one named except (NULL: none), and
+ *		whether that one would (*except_fires, if not NULL).  Triggers that
+ *		are disabled, or enabled only for the other session_replication_role,
+ *		would not fire for a statement either.
+ */
+bool
+EsOtherTriggersFire(Relation rel, int16 event, const char *except,
+					bool *except_fires)
+{
+	TriggerDesc *trig = rel->trigdesc;
+	bool		others = false;
+
+	if (except_fires)
+		*except_fires = false;
+	if (trig == NULL)
+		return false;
+	for (int t = 0; t < trig->numtriggers; t++)
+	{
+		const Trigger *trigger = &trig->triggers[t];
+
+		if ((trigger->tgtype & event) == 0 || !TriggerWouldFire(trigger))
+			continue;
+		if (except && strcmp(trigger->tgname, except) == 0)
+		{
+			if (except_fires)
+				*except_fires = true;
+		}
+		else
+			others = true;
+	}
+	return others;
+}
+
+/*
  * Whether es_events is as es created it, so that inserting directly does
  * all an INSERT statement would; *dispatch says whether the dispatch
  * trigger would fire.
@@ -81,7 +117,6 @@ static bool
 EventsTableIsPlain(Relation rel, bool *dispatch)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	TriggerDesc *trig = rel->trigdesc;
 
 	*dispatch = false;
 	if (rel->rd_rel->relforcerowsecurity)
@@ -98,23 +133,7 @@ EventsTableIsPlain(Relation rel, bool *dispatch)
 		if (att->attisdropped || att->atttypid != event_column_types[a])
 			return false;
 	}
-	if (trig == NULL)
-		return true;
-	if (trig->trig_insert_before_row || trig->trig_insert_instead_row ||
-		trig->trig_insert_before_statement || trig->trig_insert_after_statement ||
-		trig->trig_insert_new_table)
-		return false;
-	for (int t = 0; t < trig->numtriggers; t++)
-	{
-		const Trigger *trigger = &trig->triggers[t];
-
-		if (!TRIGGER_FOR_INSERT(trigger->tgtype))
-			continue;
-		if (strcmp(trigger->tgname, DISPATCH_TRIGGER) != 0)
-			return false;		/* somebody else's trigger */
-		*dispatch = TriggerWouldFire(trigger);
-	}
-	return true;
+	return !EsOtherTriggersFire(rel, TRIGGER_TYPE_INSERT, DISPATCH_TRIGGER, dispatch);
 }
 
 /*

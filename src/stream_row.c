@@ -37,6 +37,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
@@ -57,7 +58,7 @@
 
 /*
  * Whether es_streams is as es created it, so that updating its row directly
- * does all an UPDATE statement would: no UPDATE triggers, no forced
+ * does all an UPDATE statement would: no UPDATE trigger that would fire, no forced
  * row-level security (the owner, which es runs as, is otherwise exempt),
  * no generated columns, our four columns with their types.
  */
@@ -65,15 +66,10 @@ static bool
 StreamsTableIsPlain(Relation rel)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
-	TriggerDesc *trig = rel->trigdesc;
 
 	if (rel->rd_rel->relforcerowsecurity)
 		return false;
-	if (trig && (trig->trig_update_before_row || trig->trig_update_after_row ||
-				 trig->trig_update_instead_row ||
-				 trig->trig_update_before_statement ||
-				 trig->trig_update_after_statement ||
-				 trig->trig_update_new_table || trig->trig_update_old_table))
+	if (EsOtherTriggersFire(rel, TRIGGER_TYPE_UPDATE, NULL, NULL))
 		return false;
 	if (desc->constr && desc->constr->has_generated_stored)
 		return false;
