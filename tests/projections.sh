@@ -123,7 +123,7 @@ while kill -0 $bench 2>/dev/null; do
 done
 wait $bench || fail "pgbench failed: $(cat "$PGHOST/pj_bench.out")"
 head=$(q -d "$db" -c "SELECT max(global_position) FROM es_events")
-[ "$(q -d "$db" -c "SELECT es_projection_wait('summary', $head, 10000)")" = t ] || fail "summary did not catch up"
+[ "$(q -d "$db" -c "SELECT es_projection_wait('summary', $head, 20000)")" = t ] || fail "summary did not catch up"
 check_summary() {
 	q -d "$1" -c "SELECT count(*) FROM (
 		SELECT stream_id, count(*)::int AS events, sum((data->>'amount')::numeric) AS total
@@ -152,6 +152,17 @@ SELECT es_register_projection('slow', 'slow_handler(es_event)', ARRAY['Deposited
 RESET ROLE;
 SQL
 wait_for "$db" "SELECT position > 0 FROM es_projections WHERE name = 'slow'" 20 || fail "slow never started"
+# One slow projection does not starve the others: while slow catches up,
+# summary handles a new event within one of slow's batches (about 2 s),
+# not after slow's whole backlog (about a minute).
+t0=$(date +%s%N)
+q -d "$db" -c "SELECT es_append('acct-starve', NULL, 'Deposited', '{\"amount\": 1}')" >/dev/null
+head=$(q -d "$db" -c "SELECT max(global_position) FROM es_events")
+[ "$(q -d "$db" -c "SELECT es_projection_wait('summary', $head, 20000)")" = t ] ||
+	fail "summary starved behind slow"
+slow_lag=$(q -d "$db" -c "SELECT lag FROM es_projection_status WHERE name = 'slow'")
+[ "$slow_lag" -gt 1000 ] || fail "slow was not behind while summary was fed (lag $slow_lag): the check above proves nothing"
+echo "while slow is $slow_lag events behind, summary handled a new event in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 for round in 1 2 3; do
 	# kill it while it is making progress, in the middle of a batch
 	before=$(q -d "$db" -c "SELECT position FROM es_projections WHERE name = 'slow'")
