@@ -466,6 +466,27 @@ es_projections_changed(PG_FUNCTION_ARGS)
  */
 
 /*
+ * Does any inline projection of the current database want this event type?
+ * The list is reloaded when the registry's generation moved on.
+ */
+static bool
+AnyInlineWants(const EsCatalog *cat, text *event_type)
+{
+	bool		wanted = false;
+
+	if (!(inline_valid && inline_generation == cat->generation))
+	{
+		SPI_connect();
+		EnsureInlineList(cat);
+		SPI_finish();
+	}
+	for (int i = 0; i < inline_count && !wanted; i++)
+		wanted = InlineWants(&inline_list[i], VARDATA_ANY(event_type),
+							 VARSIZE_ANY_EXHDR(event_type));
+	return wanted;
+}
+
+/*
  * es_projection_wanted(event_type text) RETURNS boolean
  *		The WHEN clause of the dispatch trigger: whether an event being
  *		inserted now goes to an inline projection.  Only rows es_append
@@ -476,23 +497,11 @@ Datum
 es_projection_wanted(PG_FUNCTION_ARGS)
 {
 	text	   *event_type = PG_GETARG_TEXT_PP(0);
-	const EsCatalog *cat;
-	bool		wanted = false;
 
 	if (!EsAppendInProgress() && !IsLogicalWorker())
 		PG_RETURN_BOOL(false);
 
-	cat = EsCatalogGet(fcinfo);
-	if (!(inline_valid && inline_generation == cat->generation))
-	{
-		SPI_connect();
-		EnsureInlineList(cat);
-		SPI_finish();
-	}
-	for (int i = 0; i < inline_count && !wanted; i++)
-		wanted = InlineWants(&inline_list[i], VARDATA_ANY(event_type),
-							 VARSIZE_ANY_EXHDR(event_type));
-	PG_RETURN_BOOL(wanted);
+	PG_RETURN_BOOL(AnyInlineWants(EsCatalogGet(fcinfo), event_type));
 }
 
 typedef struct HandlerErrorContext
@@ -757,18 +766,8 @@ EsDispatchAppended(const EsCatalog *cat, Datum *row_values, bool *row_nulls,
 				   int type_attnum)
 {
 	text	   *event_type = DatumGetTextPP(row_values[type_attnum - 1]);
-	bool		wanted = false;
 
-	if (!(inline_valid && inline_generation == cat->generation))
-	{
-		SPI_connect();
-		EnsureInlineList(cat);
-		SPI_finish();
-	}
-	for (int i = 0; i < inline_count && !wanted; i++)
-		wanted = InlineWants(&inline_list[i], VARDATA_ANY(event_type),
-							 VARSIZE_ANY_EXHDR(event_type));
-	if (wanted)
+	if (AnyInlineWants(cat, event_type))
 		DispatchRow(cat, row_values, row_nulls);
 }
 
