@@ -13,6 +13,8 @@
 #                              of its own)
 #   6. notifications           tests/notify.sh
 #   6b. a hot standby          tests/standby.sh (reads work there, appends do not)
+#   6c. logical replication    tests/logical.sh (a subscriber's inline projection, on two
+#                              throwaway clusters of its own)
 #   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
 #   8. the workers             tests/workers.sh (one per database, no configuration)
 #   8b. async projections      tests/projections.sh (fed by the worker: roles, failures,
@@ -68,6 +70,7 @@ run_part "pg_dump / pg_restore round trip" bash tests/dump_restore.sh
 run_part "upgrade 0.1.0 -> 0.2.0 (ALTER EXTENSION es UPDATE equals a fresh install)" bash tests/upgrade.sh
 run_part "notifications (coalesced, from the worker)" bash tests/notify.sh
 run_part "hot standby: reads work, appends are refused" bash tests/standby.sh
+run_part "logical replication: a subscriber keeps its own inline read model" bash tests/logical.sh
 run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
