@@ -17,6 +17,9 @@
 #                              throwaway clusters of its own)
 #   7. the follower test       tests/follower/es_follower.c (gap-free order), and its self-test
 #   8. the workers             tests/workers.sh (one per database, no configuration)
+#   8a. no free worker slot  tests/worker_slots.sh (max_worker_processes used up, on a
+#                              cluster of its own: logged with a hint, appends notify
+#                              themselves, the worker comes when a slot frees)
 #   8b. async projections      tests/projections.sh (fed by the worker: roles, failures,
 #                              kill -9 of the worker, rebuilds, dump/restore)
 #   8c. crash safety           tests/crash.sh (kill -9 of the postmaster under load, on a
@@ -74,6 +77,7 @@ run_part "logical replication: a subscriber keeps its own inline read model" bas
 run_part "follower test: gap-free global order (sleep and es_wait followers)" bash tests/follower/run.sh
 run_part "follower checker self-test (each sabotage is caught)" bash tests/follower/run.sh --self-test
 run_part "a worker in every database (launcher, DROP/RENAME/TEMPLATE, kill -9)" bash tests/workers.sh
+run_part "no free worker slot: logged, appends notify themselves, worker comes later" bash tests/worker_slots.sh
 run_part "async projections fed by the worker (roles, failures, kill -9, rebuild, dump)" bash tests/projections.sh
 run_part "automatic snapshots taken by the worker (count, time, refresh, failures, roles)" bash tests/snapshots.sh
 run_part "crash safety: kill -9 of the postmaster under load, three times" bash tests/crash.sh --kills 3
