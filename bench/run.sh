@@ -316,8 +316,8 @@ if wants read; then
 	for _ in $(seq "$REPEAT"); do
 		for cat in sparse dense; do
 			POINT_TAG=" $cat" pgbench_point category_es 1 on -D cat=$cat -D base="$base"
-			# The baseline planned per call, as es plans its category read
-			# (category_raw.sql says why).
+			# The baseline planned per call, its best case (category_raw.sql
+			# says why).
 			POINT_TAG=" $cat" POINT_OPTIONS="-c plan_cache_mode=force_custom_plan" \
 				pgbench_point category_raw 1 on -D cat=$cat -D base="$base"
 			if [ -n "$MDB" ]; then
