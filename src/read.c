@@ -99,7 +99,8 @@ static EsPlan read_category_plan = {
 	"AND ($6 IS NULL OR @extschema@.es_stream_hash(stream_id) "
 	"OPERATOR(pg_catalog.%) $6 OPERATOR(pg_catalog.=) $5) "
 	"ORDER BY @extschema@.es_category(stream_id), global_position LIMIT $4",
-	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID}
+	6, {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID},
+	CURSOR_OPT_GENERIC_PLAN
 };
 
 static EsPlan newest_event_plan = {
