@@ -70,3 +70,30 @@ SELECT (SELECT array_agg(global_position ORDER BY global_position) FROM es_read_
                 WHERE es_category(stream_id) = 'dense' AND es_stream_hash(stream_id) % 3 = 1
                 ORDER BY global_position LIMIT 100) AS raw) AS generic_group_read_right;
 RESET plan_cache_mode;
+
+-- es_read_all's kept plan is generic: it walks the primary key from
+-- after_position, right for every argument.  Planned per call (the plan
+-- cache kept choosing custom plans for it), each call also probed the
+-- primary key for the column's actual bounds (a tail read's positions lie
+-- past the histogram), which costs more than a short read itself.  Each
+-- read below must start one scan of the primary key, and no more (with
+-- the plan cache choosing, the 40 reads started 50).
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT idx_scan AS pkey_scans_before FROM pg_stat_user_indexes
+WHERE indexrelname = 'es_events_pkey' \gset
+SELECT count(*) AS tail_events_read
+FROM generate_series(1, 20) AS i,
+     LATERAL es_read_all(30000 + i, 5) AS e;
+SELECT count(*) AS rare_events_read
+FROM generate_series(1, 20) AS i,
+     LATERAL es_read_all(29000 + i, 5, ARRAY['S']) AS e;
+SELECT pg_stat_force_next_flush();
+SELECT pg_stat_clear_snapshot();
+SELECT idx_scan - :pkey_scans_before BETWEEN 40 AND 44 AS one_pkey_scan_per_read
+FROM pg_stat_user_indexes WHERE indexrelname = 'es_events_pkey';
+SELECT (SELECT array_agg(global_position ORDER BY global_position) FROM es_read_all(5000, 10, ARRAY['S']))
+       = (SELECT array_agg(global_position ORDER BY global_position)
+          FROM (SELECT global_position FROM es_events
+                WHERE event_type = 'S' AND global_position > 5000
+                ORDER BY global_position LIMIT 10) AS raw) AS rare_read_right;
